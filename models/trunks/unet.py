@@ -1,0 +1,55 @@
+"""The discretisation-consistent U-net of Habring & Holler, assembled from unet_parts.
+
+UNet(scaling=s) with the default width 64 and depth 4 is the paper's network: its state dict
+has the authors' 130 keys and shapes, so their published checkpoints load with strict=True.
+"""
+
+import torch.nn as nn
+
+from .unet_parts import DoubleConv, Down, OutConv, Up, consistent_conv
+
+PAPER_WIDTH = 64  # channels after the first DoubleConv
+PAPER_DEPTH = 4  # number of down-steps (and up-steps)
+
+
+class UNet(nn.Module):
+    """U-net for one-channel images whose kernels cover the same physical area at every scaling."""
+
+    def __init__(self, scaling=1, width=PAPER_WIDTH, depth=PAPER_DEPTH):
+        super().__init__()
+        if scaling < 1 or depth < 1 or width < 2:
+            raise ValueError(f"UNet needs scaling >= 1, depth >= 1 and width >= 2, got {scaling}, {depth}, {width}")
+        self.scaling, self.width, self.depth = scaling, width, depth
+        # Channels after inc, down1, ..., down{depth}; the last down-step does not double
+        # because bilinear upsampling keeps channels (the authors' `factor = 2`).
+        channels = [width * 2**i for i in range(depth)] + [width * 2 ** (depth - 1)]
+        self.inc = DoubleConv(1, width, scaling=scaling)
+        for i in range(1, depth + 1):
+            setattr(self, f"down{i}", Down(channels[i - 1], channels[i], scaling=scaling))
+        for j in range(1, depth + 1):
+            out_channels = channels[depth - j - 1] if j < depth else width
+            setattr(self, f"up{j}", Up(2 * channels[depth - j], out_channels, scaling=scaling))
+        self.out = OutConv(width, width // 2, scaling=scaling)
+        self.prediction = consistent_conv(width // 2, 1, scaling, padding_mode="zeros")
+
+    @property
+    def multiple(self):
+        """Input height and width must be multiples of this (one halving per down-step)."""
+        return 2**self.depth
+
+    def forward(self, x):  # (B, 1, H, W)
+        height, width = x.shape[-2:]
+        if height % self.multiple or width % self.multiple:
+            raise ValueError(
+                f"UNet of depth {self.depth} needs height and width divisible by {self.multiple}, got {height} x {width}"
+            )
+        skips = [self.inc(x)]  # (B, width, H, W)
+        for i in range(1, self.depth + 1):
+            skips.append(getattr(self, f"down{i}")(skips[-1]))  # (B, channels[i], H / 2^i, W / 2^i)
+        x = skips.pop()
+        for j in range(1, self.depth + 1):
+            x = getattr(self, f"up{j}")(x, skips.pop())
+        x = self.out(x)  # (B, width // 2, H, W)
+        x = self.prediction(x)[..., :height, :width]  # (B, 1, H, W)
+        # The authors squeeze the channel axis here; we keep it so outputs stay (B, 1, H, W).
+        return x / self.scaling**2
