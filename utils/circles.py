@@ -100,25 +100,28 @@ def rasterise(params, size):
     half = torch.sqrt(rest.clamp(min=0).to(torch.float64)).floor().to(torch.int64)  # (B, K, Y)
     start = (cx[..., None] - half).clamp(0, size)  # first covered column
     stop = (cx[..., None] + half + 1).clamp(0, size)  # one past the last
-    bit = (2 ** torch.arange(n_circles, device=device, dtype=torch.int32))[None, :, None]  # (1, K, 1)
-    bit = torch.where(covered & (start < stop), bit, 0)  # (B, K, Y)
-    # Run starts add circle k's bit, run ends remove it; a cumulative sum along X gives the code.
-    edges = torch.zeros(n_batch, size, size + 1, dtype=torch.int32, device=device)  # (B, Y, X + 1)
-    edges.scatter_add_(2, start.transpose(1, 2), bit.transpose(1, 2))
-    edges.scatter_add_(2, stop.transpose(1, 2), -bit.transpose(1, 2))
-    code = edges[..., :size].cumsum(2, dtype=torch.int32)  # (B, Y, X): which circles cover the pixel
+    bit = (2 ** torch.arange(n_circles, device=device, dtype=torch.int64))[None, :, None]  # (1, K, 1)
+    runs = covered & (start < stop)
+    # A 5-bit code per pixel says which circles cover it. A cumulative sum along X builds it:
+    # circle k's bit is added where its run starts and removed where it stops (a run that
+    # stops at the border needs no end).
+    code = torch.zeros(n_batch, size, size, dtype=torch.int64, device=device)  # (B, Y, X)
+    code.scatter_add_(2, start.clamp(max=size - 1).transpose(1, 2), torch.where(runs, bit, 0).transpose(1, 2))
+    ends = runs & (stop < size)
+    code.scatter_add_(2, stop.clamp(max=size - 1).transpose(1, 2), torch.where(ends, -bit, 0).transpose(1, 2))
+    code = code.cumsum_(2)
     # Value of each code: the float32 sum of the covering circles' intensities, in circle order.
-    codes = torch.arange(2**n_circles, device=device, dtype=torch.int32)
+    codes = torch.arange(2**n_circles, device=device)
     intensity = params[..., 3].to(torch.float32)  # (B, K)
     table = torch.zeros(n_batch, 2**n_circles, dtype=torch.float32, device=device)  # (B, 2^K)
     for k in range(n_circles):
         table += torch.where((codes >> k) & 1 == 1, intensity[:, k, None], 0.0)
-    image = torch.gather(table, 1, code.reshape(n_batch, -1).to(torch.int64))  # (B, Y * X)
+    image = torch.gather(table, 1, code.view(n_batch, -1))  # (B, Y * X)
     return image.view(n_batch, 1, size, size)  # (B, 1, N, N)
 
 
 def noisy_pairs(params, size, generator=None, sigma_noise=SIGMA_NOISE):
     """(noisy, clean) images (B, 1, N, N): clean plus fresh N(0, sigma_noise^2) noise per pixel."""
     clean = rasterise(params, size)
-    noise = torch.empty_like(clean).normal_(0.0, sigma_noise, generator=generator)
-    return clean + noise, clean
+    noisy = torch.empty_like(clean).normal_(0.0, sigma_noise, generator=generator)
+    return noisy.add_(clean), clean
