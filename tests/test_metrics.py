@@ -1,0 +1,91 @@
+"""Edge measures on hand-made images whose rise widths and jump ratios are known by hand."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from utils import metrics
+from utils.circles import rasterise
+
+
+def step_row(width=20, jump_at=9, before=0.0, after=1.0):
+    """A 1 x width truth that jumps between pixels jump_at and jump_at + 1."""
+    row = np.full((1, width), before)
+    row[0, jump_at + 1 :] = after
+    return row
+
+
+@pytest.mark.parametrize("before, after", [(0.0, 1.0), (0.3, -0.5)])
+def test_perfect_step_has_width_0_8_and_ratio_1(before, after):
+    truth = step_row(before=before, after=after)
+    width, ratio = metrics.edge_measures(truth, truth, scaling=1)
+    # u goes 0 -> 1 between pixels 9 and 10: it crosses 0.1 at 9.1 and 0.9 at 9.9.
+    assert width == pytest.approx([0.8])
+    assert ratio == pytest.approx([1.0])
+
+
+def test_linear_ramp_over_4_pixels_has_width_3_2_and_ratio_0_25():
+    truth = step_row()
+    output = truth.copy()
+    output[0, 8:13] = [0.0, 0.25, 0.5, 0.75, 1.0]  # 4 steps of a quarter of the jump
+    width, ratio = metrics.edge_measures(output, truth, scaling=1)
+    assert width == pytest.approx([3.2])  # 0.1 at 8.4, 0.9 at 11.6
+    assert ratio == pytest.approx([0.25])
+
+
+def test_crossing_nearest_the_jump_counts_and_an_incomplete_rise_is_infinite():
+    truth = step_row()
+    output = truth.copy()
+    output[0, 6] = 0.95  # a spike far left: crossings of 0.1 and 0.9 at 5.x and 6.x
+    width, _ = metrics.edge_measures(output, truth, scaling=1)
+    assert width == pytest.approx([0.8])  # the spike's crossings are farther from the jump
+    width, _ = metrics.edge_measures(0.5 * truth, truth, scaling=1)  # reaches only half the jump
+    assert width.tolist() == [math.inf]
+
+
+def test_edges_are_isolated_jumps_of_at_least_0_1_with_the_window_inside_the_image():
+    truth = np.zeros((4, 30))
+    truth[0, 10:] = 0.09  # too small a jump
+    truth[1, 10:] = 1.0
+    truth[1, 13:] = 2.0  # jumps 3 pixels apart: neither is an edge at s = 1
+    truth[2, 10:] = 1.0
+    truth[2, 14:] = 2.0  # 4 pixels apart: both are edges at s = 1
+    truth[3, 2:] = 1.0  # 2 pixels from the border: its window leaves the image
+    rows, cols, before, after = metrics.find_edges(truth, scaling=1)
+    assert rows.tolist() == [2, 2] and cols.tolist() == [9, 13]
+    assert before.tolist() == [0.0, 1.0] and after.tolist() == [1.0, 2.0]
+    assert len(metrics.find_edges(truth, scaling=2)[0]) == 0  # at s = 2 the gap must exceed 6 pixels
+
+
+def test_sharp_edges_keep_ratio_1_at_every_s_and_a_blurred_output_loses_it():
+    """A fixed physical blur spreads over s times more pixels: its jump ratio falls, its rise width grows."""
+    off = [2.0, 2.0, -1.0, 0.0]  # paints nothing
+    params = torch.tensor([[[0.5, 0.5, 0.35, 1.0], [0.45, 0.4, 0.12, -0.6], off, off, off]], dtype=torch.float64)
+    ratios, widths = [], []
+    for s in (1, 2, 3):
+        truth = rasterise(params, 48 * s)[0, 0].numpy().astype(np.float64)  # a disc with a darker disc inside
+        width, ratio = metrics.edge_measures(truth, truth, s)
+        assert len(width) > 10 and np.allclose(width, 0.8) and np.allclose(ratio, 1.0)
+        # Blur by a box of 2s pixels (the same physical width at every s), along rows.
+        kernel = np.ones(2 * s) / (2 * s)
+        blurred = np.apply_along_axis(lambda row: np.convolve(row, kernel, mode="same"), 1, truth)
+        width, ratio = metrics.edge_measures(blurred, truth, s)
+        ratios.append(np.median(ratio))
+        widths.append(np.median(width))
+    # A box of 2s pixels turns a step into a ramp of 2s steps of 1/(2s): ratio 1/(2s), width 0.8 * 2s.
+    assert ratios == pytest.approx([1 / 2, 1 / 4, 1 / 6])
+    assert widths == pytest.approx([1.6, 3.2, 4.8])
+
+
+def test_summary_of_truth_and_of_a_shifted_output():
+    truth = np.zeros((16, 16))
+    truth[:, 8:] = 2.0  # one edge per row, data range 2
+    exact = metrics.summary(truth, truth, scaling=1)
+    assert exact["psnr"] == math.inf and exact["ssim"] == pytest.approx(1.0)
+    assert exact["n_edges"] == 16 and exact["jump_ratio"] == pytest.approx(1.0)
+    assert exact["rise_width_px"] == pytest.approx(0.8) and exact["rise_width_phys"] == pytest.approx(0.8 / 16)
+    shifted = metrics.summary(truth + 0.2, truth, scaling=1)
+    assert shifted["psnr"] == pytest.approx(10 * math.log10(2.0**2 / 0.2**2))  # MSE 0.04
+    assert shifted["jump_ratio"] == pytest.approx(1.0)  # an offset keeps the step

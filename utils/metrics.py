@@ -1,0 +1,92 @@
+"""Regularity in numbers: how sharply a network's output keeps the ground truth's edges.
+
+The ground truth is piecewise constant, so along an image row it jumps between two neighbouring
+pixels. An edge is such a jump of height at least MIN_JUMP with no other jump within GAP * s
+pixels on either side, so the truth is flat over the window of GAP * s + 1 pixels each side.
+Along every edge the output is normalised to u = (output - before) / (after - before), so u is 0
+on the truth's level before the jump and 1 on the level after it, whichever way the jump goes.
+
+- rise width: the distance in pixels between the points where u, linearly interpolated between
+  pixels, crosses 0.1 and 0.9 (of each, the crossing nearest the jump); inf if u does not reach
+  both within the window. A perfect step has 0.8; a continuous output's grows with s.
+- jump ratio: the largest step of u between neighbouring pixels in the window, i.e. the output's
+  largest step divided by the truth's jump. A perfect step has 1; a continuous output's falls
+  like 1/s, because its jump spreads over more and more pixels.
+- PSNR and SSIM against the ground truth, with the truth's value range as data range.
+"""
+
+import numpy as np
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+MIN_JUMP = 0.1  # smallest ground-truth jump between neighbouring pixels that counts as an edge
+GAP = 3  # no other jump within GAP * s pixels of an edge: one kernel width (3s) of flat truth
+LOW, HIGH = 0.1, 0.9  # the rise width runs from the 10% to the 90% crossing
+GROUND_TRUTH = "ground_truth"  # the reg value that marks the reference rows (truth against itself)
+
+
+def find_edges(truth, scaling):
+    """Rows, columns j (the jump lies between pixels j and j + 1) and levels before / after of a 2-D truth's edges."""
+    truth = np.asarray(truth, dtype=np.float64)
+    reach = GAP * scaling
+    steps = np.diff(truth, axis=1)  # (H, W - 1): step k lies between pixels k and k + 1
+    jumps = (steps != 0).astype(np.int64)
+    # Jumps among steps j - reach .. j + reach, from a cumulative sum over the zero-padded steps.
+    counts = np.cumsum(np.pad(jumps, ((0, 0), (reach + 1, reach))), axis=1)
+    near = counts[:, 2 * reach + 1 :] - counts[:, : -2 * reach - 1]  # (H, W - 1)
+    j = np.arange(steps.shape[1])
+    inside = (j >= reach) & (j + 1 + reach < truth.shape[1])  # the window lies in the image
+    rows, cols = np.nonzero((np.abs(steps) >= MIN_JUMP) & (near == 1) & inside)
+    return rows, cols, truth[rows, cols], truth[rows, cols + 1]
+
+
+def edge_measures(output, truth, scaling):
+    """(rise_width_px, jump_ratio), one entry per edge of the 2-D truth, measured on the 2-D output."""
+    rows, cols, before, after = find_edges(truth, scaling)
+    reach = GAP * scaling
+    offsets = np.arange(-reach, reach + 2)  # window pixels j - reach .. j + 1 + reach
+    window = np.asarray(output, dtype=np.float64)[rows[:, None], cols[:, None] + offsets]  # (E, 2 reach + 2)
+    u = (window - before[:, None]) / (after - before)[:, None]  # 0 before the jump, 1 after it
+    jump_ratio = np.diff(u, axis=1).max(axis=1)
+    centre = reach + 0.5  # where the jump lies, in window coordinates
+    low, high = _crossing(u, LOW, centre), _crossing(u, HIGH, centre)
+    rise_width = np.abs(high - low)
+    rise_width[np.isnan(rise_width)] = np.inf  # the rise does not complete within the window
+    return rise_width, jump_ratio
+
+
+def _crossing(u, level, centre):
+    """Per row of u, the linearly interpolated position where u crosses level nearest to centre; nan if none."""
+    left, right = u[:, :-1], u[:, 1:]
+    crosses = ((left - level) * (right - level) <= 0) & (left != right)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        position = np.arange(left.shape[1]) + (level - left) / (right - left)
+    distance = np.where(crosses, np.abs(position - centre), np.inf)
+    nearest = position[np.arange(len(u)), distance.argmin(axis=1)]
+    return np.where(np.isfinite(distance.min(axis=1)), nearest, np.nan)
+
+
+def psnr(output, truth):
+    """Peak signal-to-noise ratio in dB; inf for a perfect output."""
+    truth = np.asarray(truth, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return float(peak_signal_noise_ratio(truth, np.asarray(output, np.float64), data_range=np.ptp(truth)))
+
+
+def ssim(output, truth):
+    """Structural similarity (scikit-image's defaults: 7 x 7 window)."""
+    truth = np.asarray(truth, dtype=np.float64)
+    return float(structural_similarity(truth, np.asarray(output, np.float64), data_range=np.ptp(truth)))
+
+
+def summary(output, truth, scaling):
+    """One image's numbers: PSNR, SSIM, and the medians over its edges (nan where it has none)."""
+    rise_width, jump_ratio = edge_measures(output, truth, scaling)
+    median_width = float(np.median(rise_width)) if len(rise_width) else float("nan")
+    return dict(
+        psnr=psnr(output, truth),
+        ssim=ssim(output, truth),
+        rise_width_px=median_width,
+        rise_width_phys=median_width / np.shape(truth)[1],  # in units of the image width
+        jump_ratio=float(np.median(jump_ratio)) if len(jump_ratio) else float("nan"),
+        n_edges=len(rise_width),
+    )
