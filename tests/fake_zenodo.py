@@ -1,0 +1,89 @@
+"""A stand-in for Zenodo on 127.0.0.1: the record's JSON and its file URLs, with Range support.
+
+Like the real record, links.self points at /api/records/ID/files/NAME/content; the public
+/records/ID/files/NAME serves the same bytes. Every request is logged with its Range header and
+User-Agent, so a test can tell which files were fetched, from where, by which client.
+"""
+
+import hashlib
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from utils.zenodo import RECORD
+
+
+class FakeZenodo:
+    def __init__(self, files, corrupt=None, no_link=(), ranges=True):
+        """files: name -> bytes; corrupt: name -> how many times to serve wrong bytes first."""
+        self.files, self.corrupt, self.no_link, self.ranges = dict(files), dict(corrupt or {}), set(no_link), ranges
+        self.requests = []  # (path, Range header, User-Agent)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def record_json(self):
+        entries = []
+        for name, data in self.files.items():
+            entry = dict(key=name, size=len(data), checksum=f"md5:{hashlib.md5(data).hexdigest()}")
+            if name not in self.no_link:
+                entry["links"] = dict(self=f"{self.url}/api/records/{RECORD}/files/{name}/content")
+            entries.append(entry)
+        return json.dumps(dict(id=RECORD, files=entries)).encode()
+
+    def fetched(self, name):
+        """The requests for one file's bytes."""
+        return [r for r in self.requests if r[0].endswith(f"/files/{name}") or r[0].endswith(f"/files/{name}/content")]
+
+
+def _handler(fake):
+    file_path = re.compile(rf"^/(?:api/)?records/{RECORD}/files/([^/]+?)(/content)?$")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            fake.requests.append((self.path, self.headers.get("Range"), self.headers.get("User-Agent", "")))
+            if self.path == f"/api/records/{RECORD}":
+                return self._send(200, fake.record_json(), {"Content-Type": "application/json"})
+            match = file_path.match(self.path)
+            if not match or match.group(1) not in fake.files:
+                return self._send(404, b"not found")
+            name = match.group(1)
+            data = fake.files[name]
+            if fake.corrupt.get(name, 0) > 0:
+                fake.corrupt[name] -= 1
+                data = bytes(b ^ 0xFF for b in data)  # same length, every byte wrong
+            start = int(re.match(r"bytes=(\d+)-", self.headers.get("Range") or "bytes=0-").group(1))
+            if not fake.ranges or not self.headers.get("Range"):
+                return self._send(200, data)
+            if start >= len(data):
+                return self._send(416, b"", {"Content-Range": f"bytes */{len(data)}"})
+            self._send(206, data[start:], {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"})
+
+        def _send(self, status, body, headers=None):
+            self.send_response(status)
+            for key, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass  # keep the test output clean
+
+    return Handler
+
+
+def closed_port_url():
+    """The address of a server that just shut down: connections are refused."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    server.server_close()
+    return url
