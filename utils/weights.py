@@ -37,13 +37,16 @@ def save_atomic(obj, path):
         tmp.unlink(missing_ok=True)
 
 
-def load_checkpoint(path, map_location="cpu"):
-    """torch.load with weights_only=True: a file carrying pickled code is refused, never run."""
+def load_checkpoint(path, map_location="cpu", mmap=False):
+    """torch.load with weights_only=True: a file carrying pickled code is refused, never run.
+
+    mmap=True maps the tensors instead of reading them, so a large file's small entries are cheap to check.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported content"
         raise CheckpointError(
