@@ -1,0 +1,248 @@
+"""The trainer, run as a user runs it, on a tiny U-net: learning, seeds, kill and resume, torchrun, bad input."""
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.trunks import UNet
+from unet_circles import Config, build_parser, config_from_args, field_help, main, model_path, weights_path
+from utils.weights import load_checkpoint, load_state_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+# 16 steps an epoch of 4 images at 16 px: a few seconds for the whole run.
+SMALL = ["--size-orig", "16", "--width", "4", "--depth", "1", "--samples", "64", "--test-samples", "16",
+         "--batch-size", "4", "--epochs", "3", "--checkpoint-every", "2", "--device", "cpu"]
+TINY = [*SMALL, "--scalings", "1", "--weight-decays", "0"]  # one model
+# One thread: on a busy 2-core machine two spinning threads make a tiny step 50 times slower,
+# and in-process and subprocess runs must use the same thread count to be bit-identical.
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def config_of(*argv):
+    return config_from_args(build_parser().parse_args(list(argv)))
+
+
+def final_weights(out_dir, reg=0.0, epochs=3):
+    return load_checkpoint(weights_path(config_of(*TINY, "--out-dir", str(out_dir), "--epochs", str(epochs)), 1, reg))
+
+
+def log(out_dir, reg=0.0):
+    with open(model_path(config_of(*TINY, "--out-dir", str(out_dir)), 1, reg, ".csv")) as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def assert_same(a, b):
+    assert list(a) == list(b)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def run_a(tmp_path_factory):
+    """The tiny configuration trained once, uninterrupted, in this process."""
+    out = tmp_path_factory.mktemp("a")
+    main([*TINY, "--out-dir", str(out)])
+    return out
+
+
+def test_every_field_has_a_flag_and_a_help_line():
+    helps = field_help()
+    assert set(helps) == {f.name for f in fields(Config)}
+    assert all(helps.values())
+    options = {o for a in build_parser()._actions for o in a.option_strings}
+    assert {"--" + f.name.replace("_", "-") for f in fields(Config)} <= options
+
+
+def test_defaults_then_preset_then_flags():
+    assert config_of().size_orig == 128 and config_of().weight_decays[3] == (1e-2, 1e-1, 1e-3, 0.0)
+    quick = config_of("--preset", "quick", "--width", "8")
+    assert (quick.size_orig, quick.width, quick.epochs) == (32, 8, 10)
+    one = config_of("--scalings", "3", "--weight-decays", "1e-3")
+    assert one.weight_decays == {3: (1e-3,)}  # exactly one model, for a job array
+    assert config_of("--scalings", "1", "2", "--weight-decays", "0", "1e-3").weight_decays == {1: (0.0, 1e-3), 2: (0.0, 1e-3)}
+    assert config_of("--scalings", "2").weight_decays == {2: (1e-3, 1e-2, 1e-1, 0.0)}
+    assert config_of("--amp").amp and not config_of("--amp", "--no-amp").amp
+
+
+def test_a_run_learns_and_writes_the_authors_files(run_a):
+    rows = log(run_a)
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert rows[2]["train_loss"] < 0.6 * rows[0]["train_loss"]
+    assert rows[2]["test_loss"] < 0.6 * rows[0]["test_loss"]
+    names = sorted(p.name for p in run_a.iterdir())
+    stem = "size_orig_16_scaling_1_weight_decay_0.0"
+    assert names == [f"{stem}.csv", f"{stem}.json", f"{stem}.state.pt", f"{stem}_n_epochs_2.pt", f"{stem}_n_epochs_3.pt"]
+    load_state_dict(UNet(1, width=4, depth=1), run_a / f"{stem}_n_epochs_3.pt")  # a plain state dict, strict keys
+    state = load_checkpoint(run_a / f"{stem}.state.pt")
+    assert (state["epochs_done"], state["steps_done"]) == (3, 0)
+    assert_same(state["model"], final_weights(run_a))
+
+
+def test_the_same_seed_gives_the_same_weights_and_another_seed_does_not(run_a, tmp_path):
+    main([*TINY, "--out-dir", str(tmp_path / "b")])
+    assert_same(final_weights(run_a), final_weights(tmp_path / "b"))
+    main([*TINY, "--epochs", "1", "--seed", "1", "--out-dir", str(tmp_path / "c")])
+    main([*TINY, "--epochs", "1", "--out-dir", str(tmp_path / "d")])
+    other, same = final_weights(tmp_path / "c", epochs=1), final_weights(tmp_path / "d", epochs=1)
+    assert not torch.equal(other["inc.double_conv.0.weight"], same["inc.double_conv.0.weight"])
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(run_a, tmp_path):
+    cmd = [sys.executable, "unet_circles.py", *TINY, "--out-dir", str(tmp_path)]
+    run = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in run.stdout:
+        if "epoch 1:" in line:  # epoch 2 has just begun
+            run.send_signal(signal.SIGTERM)
+            break
+    assert "stopped in epoch 2" in run.stdout.read()
+    assert run.wait(timeout=60) == 128 + signal.SIGTERM
+    state = load_checkpoint(model_path(config_of(*TINY, "--out-dir", str(tmp_path)), 1, 0.0, ".state.pt"))
+    assert state["epochs_done"] == 1 and 0 < state["steps_done"] < 16  # really mid-epoch
+    resumed = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming at epoch 2" in resumed.stdout
+    assert_same(final_weights(tmp_path), final_weights(run_a))
+    assert log(tmp_path) == [dict(row, seconds=new["seconds"], images_per_s=new["images_per_s"])
+                             for row, new in zip(log(run_a), log(tmp_path))]
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]  # no half-written files
+
+
+def test_a_truncated_checkpoint_is_named_not_loaded(run_a, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(run_a, out)
+    state = out / "size_orig_16_scaling_1_weight_decay_0.0.state.pt"
+    state.write_bytes(state.read_bytes()[:1000])
+    with pytest.raises(SystemExit) as exit:
+        main([*TINY, "--out-dir", str(out)])
+    assert exit.value.code == 2
+    assert f"checkpoint {state} is truncated or corrupt" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_another_config_is_an_error_and_fresh_starts_over(run_a, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(run_a, out)
+    with pytest.raises(SystemExit) as exit:
+        main([*TINY, "--width", "8", "--out-dir", str(out)])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert "was trained with width = 4, this command has 8; use --fresh" in err
+    main([*TINY, "--width", "8", "--epochs", "1", "--fresh", "--out-dir", str(out)])
+    stem = "size_orig_16_scaling_1_weight_decay_0.0"
+    assert sorted(p.name for p in out.iterdir()) == [f"{stem}.csv", f"{stem}.json", f"{stem}.state.pt", f"{stem}_n_epochs_1.pt"]
+    assert final_weights(out, epochs=1)["inc.double_conv.0.weight"].shape[0] == 8
+
+
+def test_weights_without_a_training_state_are_never_overwritten(tmp_path, capsys):
+    config = config_of(*TINY, "--out-dir", str(tmp_path))
+    torch.save(UNet(1, width=4, depth=1).state_dict(), weights_path(config, 1, 0.0))  # e.g. a downloaded file
+    with pytest.raises(SystemExit) as exit:
+        main([*TINY, "--out-dir", str(tmp_path)])
+    assert exit.value.code == 2
+    assert "exists without the training state" in capsys.readouterr().err
+
+
+def test_warm_start_continues_from_the_previous_weight_decay(tmp_path):
+    argv = [*TINY, "--epochs", "2", "--weight-decays", "0", "1e-6"]
+    main([*argv, "--warm-start", "--out-dir", str(tmp_path / "warm")])
+    main([*argv, "--out-dir", str(tmp_path / "cold")])
+    steps = 2 * 16
+    key = "inc.double_conv.2.num_batches_tracked"  # BatchNorm's count of training batches seen
+    first = final_weights(tmp_path / "warm", 0.0, epochs=2)
+    assert first[key] == steps
+    assert final_weights(tmp_path / "warm", 1e-6, epochs=2)[key] == 2 * steps  # it went on from the first model
+    assert final_weights(tmp_path / "cold", 1e-6, epochs=2)[key] == steps
+    # Starting from trained weights, the second model's first epoch is far better than a fresh start.
+    fresh_start = log(tmp_path / "cold", 1e-6)[0]["train_loss"]
+    assert log(tmp_path / "warm", 1e-6)[0]["train_loss"] < 0.7 * fresh_start
+    assert abs(log(tmp_path / "cold", 0.0)[0]["train_loss"] - fresh_start) < 1e-3 * fresh_start
+
+
+def test_speed_options_and_schedule_options_run(tmp_path):
+    main([*TINY, "--epochs", "1", "--amp", "--channels-last", "--lr-schedule", "cosine", "--bn-recalibration", "3",
+          "--out-dir", str(tmp_path)])
+    weights = final_weights(tmp_path, epochs=1)
+    assert weights["inc.double_conv.2.num_batches_tracked"] == 3  # statistics re-estimated on 3 batches
+    assert all(v.is_contiguous() and v.dtype in (torch.float32, torch.int64) for v in weights.values())
+    assert torch.isfinite(torch.tensor(log(tmp_path)[0]["test_loss"]))
+
+
+def test_torchrun_with_two_processes_ends_with_one_set_of_identical_weights(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "unet_circles.py",
+           *TINY, "--epochs", "2", "--out-dir", str(tmp_path)]
+    run = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "weights identical on all 2 processes" in run.stdout
+    assert run.stdout.count("epoch 2:") == 1  # process 0 alone prints and writes
+    stem = "size_orig_16_scaling_1_weight_decay_0.0"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{stem}.csv", f"{stem}.json", f"{stem}.state.pt", f"{stem}_n_epochs_2.pt"]
+    assert [row["epoch"] for row in log(tmp_path)] == [1, 2]
+
+
+BAD_INPUTS = [  # (flags, the start of the sentence on stderr)
+    (["--weight-decays", "-0.001"], "weight decays must be >= 0, got -0.001"),
+    (["--lr", "-0.1"], "--lr must be >= 0, got -0.1"),
+    (["--scalings", "0"], "every scaling must be >= 1"),
+    (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["--preset", "huge"], "argument --preset: invalid choice: 'huge'"),
+    (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+    (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
+    (["--learning-rate", "1"], "unrecognized arguments: --learning-rate"),
+    (["--scalings", "4"], "the preset has no weight decays for scaling 4"),
+    (["--samples", "9000"], "--samples must be 1 to 8000"),
+]
+
+
+@pytest.mark.parametrize("flags, message", BAD_INPUTS, ids=[" ".join(f) for f, _ in BAD_INPUTS])
+def test_bad_input_is_one_sentence_and_exit_2_before_any_file(flags, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit:
+        main([*SMALL, "--out-dir", str(out), *flags])
+    assert exit.value.code == 2
+    assert f"unet_circles.py: error: {message}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exit:
+        main([*TINY, "--out-dir", str(tmp_path / "file" / "run")])
+    assert exit.value.code == 2
+    assert f"output folder {tmp_path / 'file' / 'run'} cannot be made because {tmp_path / 'file'} is a file" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to a read-only folder")
+def test_a_read_only_output_folder_is_refused(tmp_path, capsys):
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(SystemExit) as exit:
+            main([*TINY, "--out-dir", str(tmp_path / "run")])
+    finally:
+        tmp_path.chmod(0o700)
+    assert exit.value.code == 2
+    assert "cannot be written" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_device_cuda_without_cuda_exits_2_as_a_real_process(tmp_path):
+    run = subprocess.run([sys.executable, "unet_circles.py", *TINY, "--device", "cuda", "--out-dir", str(tmp_path / "run")],
+                         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr == ("unet_circles.py: error: --device cuda was asked for but CUDA is not available here "
+                          "(CPU-only PyTorch or no GPU); use --device cpu or auto\n")
+    assert not (tmp_path / "run").exists()
