@@ -1,0 +1,248 @@
+"""evaluate_unet.py as a user runs it: tiny networks in the paper's and the quick preset's file layout."""
+
+import csv
+import dataclasses
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fake_zenodo import FakeZenodo, closed_port_url
+
+import evaluate_unet
+from evaluate_unet import FIGURES, NOISE_SEED, TEST_SAMPLES, evaluate, main, weights_path
+from models.trunks import UNet
+from unet_circles import preset_config
+from utils import zenodo
+from utils.circles import noisy_pairs, rasterise, sample_circles, save_circles_csv, split
+from utils.weights import CheckpointError
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = ["sample", "scaling", "reg", "psnr", "ssim", "rise_width_px", "rise_width_phys", "jump_ratio", "n_edges"]
+FIGURE_MODELS = sorted({model for _, models in FIGURES.values() for model in models})  # the six
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+def state_bytes(config, scaling, seed):
+    torch.manual_seed(seed)
+    buffer = io.BytesIO()
+    torch.save(UNet(scaling, config.width, config.depth).state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def write_checkpoints(config, models):
+    Path(config.out_dir).mkdir(parents=True, exist_ok=True)
+    for k, (s, reg) in enumerate(models):
+        weights_path(config, s, reg).write_bytes(state_bytes(config, s, seed=k))
+
+
+def all_models(config):
+    return [(s, reg) for s, regs in config.weight_decays.items() for reg in regs]
+
+
+def run_script(*args, cwd, env=None):
+    """The script as a user runs it; returns (exit status, stderr)."""
+    result = subprocess.run([sys.executable, str(ROOT / "evaluate_unet.py"), *map(str, args)], cwd=cwd,
+                            capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120)
+    return result.returncode, result.stderr
+
+
+def read_metrics(path):
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_paper_preset_downloads_the_six_figure_files_and_writes_every_output(tmp_path, capsys):
+    # The paper's names and sizes (128 px, 40 epochs, the full weight-decay table), a tiny network.
+    config = dataclasses.replace(preset_config("paper"), width=4, depth=1, out_dir=str(tmp_path / "weights"))
+    record = {weights_path(config, s, reg).name: state_bytes(config, s, seed=k) for k, (s, reg) in enumerate(all_models(config))}
+    out = tmp_path / "results"
+    with FakeZenodo(record) as server:
+        rows = evaluate(config, "paper", out, zenodo_url=server.url)
+    names = [weights_path(config, s, reg).name for s, reg in FIGURE_MODELS]
+    assert sorted(name for name in record if server.fetched(name)) == sorted(names)  # only the six
+    assert all(len(server.fetched(name)) == 1 for name in names)
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == sorted(names + [zenodo.MANIFEST])
+    assert capsys.readouterr().out.count(f"(Zenodo record {zenodo.RECORD}, MD5 verified)") == 6
+
+    for name in ("comparison_resolutions.png", "comparison_weight_decays.png", "regularity.png", "metrics.csv"):
+        assert (out / name).stat().st_size > 1000
+    # Arrays: one file per (sample, s), float32 at the resolution of s, a recon per evaluated reg.
+    recon_keys = {1: ["recon_reg0", "recon_reg0.001", "recon_reg0.01", "recon_reg0.1"], 2: ["recon_reg0.001"], 3: ["recon_reg0.001"]}
+    test = torch.as_tensor(split(sample_circles(config.n_samples, seed=config.data_seed))[1][list(TEST_SAMPLES)])
+    for s, keys in recon_keys.items():
+        arrays = [np.load(out / "arrays" / f"sample{i}_scaling{s}.npz") for i in range(5)]
+        for a in arrays:
+            assert sorted(a.files) == sorted(["noisy", "ground_truth"] + keys)
+            assert all(a[k].shape == (128 * s, 128 * s) and a[k].dtype == np.float32 for k in a.files)
+        noisy, clean = noisy_pairs(test, 128 * s, torch.Generator().manual_seed(NOISE_SEED + s))
+        assert np.array_equal(np.stack([a["noisy"] for a in arrays]), noisy[:, 0].numpy())
+        assert np.array_equal(np.stack([a["ground_truth"] for a in arrays]), clean[:, 0].numpy())
+        # Every model saw that same noisy input: rerun each on it.
+        for reg in config.weight_decays[s]:
+            if f"recon_reg{reg:g}" in keys:
+                model = UNet(s, 4, 1).eval()
+                model.load_state_dict(torch.load(weights_path(config, s, reg), weights_only=True))
+                with torch.inference_mode():
+                    expected = model(noisy)[:, 0].numpy()
+                assert np.allclose(np.stack([a[f"recon_reg{reg:g}"] for a in arrays]), expected, atol=1e-5)
+    # The ground truth of sample 0 is test sample 597 of the seeded data set.
+    assert np.array_equal(np.load(out / "arrays" / "sample0_scaling1.npz")["ground_truth"], rasterise(test[:1], 128)[0, 0].numpy())
+    single = {p.name for p in (out / "single").iterdir()}
+    assert len(single) == 5 * (6 + 3 + 3) * 2
+    assert {"sample4_scaling3_recon_reg0.001.png", "sample4_scaling3_recon_reg0.001_cut.png", "sample0_scaling1_noisy_cut.png"} <= single
+
+    # metrics.csv: the columns asked for; a row per (sample, s, reg) and the ground truth as reference.
+    table = read_metrics(out / "metrics.csv")
+    assert list(table[0]) == COLUMNS and len(table) == len(rows) == 5 * (5 + 2 + 2)
+    for row in table:
+        if row["reg"] == "ground_truth":
+            assert float(row["jump_ratio"]) == 1 and float(row["rise_width_px"]) == pytest.approx(0.8)
+            assert float(row["rise_width_phys"]) == pytest.approx(0.8 / (128 * int(row["scaling"])), rel=1e-5)
+            assert int(row["n_edges"]) > 0
+    assert {row["reg"] for row in table if row["scaling"] == "1"} == {"ground_truth", "0", "0.001", "0.01", "0.1"}
+
+
+def test_quick_preset_from_the_command_line_with_the_authors_csv(tmp_path):
+    config = dataclasses.replace(preset_config("quick"), out_dir=str(tmp_path / "weights"))
+    write_checkpoints(config, all_models(config))
+    params = sample_circles(10_000, seed=123)  # stands in for the authors' file
+    save_circles_csv(tmp_path / "circles.csv", params)
+    out = tmp_path / "results"
+    status = main(["--preset", "quick", "--weights-dir", config.out_dir, "--output-dir", str(out),
+                   "--circles-csv", str(tmp_path / "circles.csv"), "--device", "cpu"])
+    assert status == 0
+    test = torch.as_tensor(split(params)[1][list(TEST_SAMPLES)])
+    for s, regs in config.weight_decays.items():
+        arrays = np.load(out / "arrays" / f"sample2_scaling{s}.npz")
+        assert np.array_equal(arrays["ground_truth"], rasterise(test[2:3], 32 * s)[0, 0].numpy())
+        assert sorted(arrays.files) == sorted(["noisy", "ground_truth"] + [f"recon_reg{reg:g}" for reg in regs])
+    assert len(read_metrics(out / "metrics.csv")) == 5 * (3 + 8)
+
+
+def tiny_config(tmp_path):
+    return dataclasses.replace(preset_config("quick"), size_orig=16, width=4, epochs=1, out_dir=str(tmp_path / "w"),
+                               weight_decays={1: (0.0, 1e-3, 1e-2, 1e-1), 2: (1e-3,), 3: (1e-3,)})
+
+
+def test_amp_stays_close_to_float32(tmp_path):
+    config = tiny_config(tmp_path)
+    write_checkpoints(config, all_models(config))
+    evaluate(config, "tiny", tmp_path / "out", amp=True)
+    for s in (1, 3):
+        arrays = [np.load(tmp_path / "out" / "arrays" / f"sample{i}_scaling{s}.npz") for i in range(5)]
+        model = UNet(s, config.width, config.depth).eval()
+        model.load_state_dict(torch.load(weights_path(config, s, 1e-3), weights_only=True))
+        with torch.inference_mode():
+            exact = model(torch.as_tensor(np.stack([a["noisy"] for a in arrays]))[:, None])[:, 0].numpy()
+        amp = np.stack([a["recon_reg0.001"] for a in arrays])
+        # bfloat16 keeps 8 bits of mantissa: within a few percent of the output's scale, but not exact.
+        assert 0 < np.abs(amp - exact).max() <= 0.03 * np.abs(exact).max()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncated", "is truncated or corrupt"),
+    ("other depth", "missing keys"),
+    ("other width", "tensors of the wrong shape"),
+])
+def test_a_bad_checkpoint_is_named_with_what_is_wrong(tmp_path, damage, message):
+    config = tiny_config(tmp_path)
+    write_checkpoints(config, all_models(config))
+    path = weights_path(config, 1, 0.0)  # the first model evaluated
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:3000])
+    else:
+        other = dataclasses.replace(config, **({"depth": 2} if damage == "other depth" else {"width": 8}))
+        path.write_bytes(state_bytes(other, 1, seed=0))
+    with pytest.raises(CheckpointError, match=message) as err:
+        evaluate(config, "tiny", tmp_path / "out")
+    assert str(path) in str(err.value)
+
+
+class Payload:
+    """Unpickling this runs code: it creates the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+def test_a_checkpoint_carrying_code_is_refused_and_the_code_never_runs(tmp_path):
+    config = dataclasses.replace(preset_config("quick"), out_dir=str(tmp_path / "weights"))
+    write_checkpoints(config, all_models(config))
+    marker, path = tmp_path / "marker", weights_path(config, 1, 0.0)
+    torch.save({"inc.double_conv.0.weight": torch.zeros(16, 1, 3, 3), "extra": Payload(marker)}, path)
+    status, stderr = run_script("--preset", "quick", "--weights-dir", config.out_dir, "--output-dir", tmp_path / "out", cwd=tmp_path)
+    assert status == 2 and not marker.exists()
+    assert stderr.startswith("evaluate_unet.py: error: checkpoint ") and str(path) in stderr and "refused unread" in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    torch.load(path, weights_only=False)  # the file is a real attack: loaded unsafely, it runs
+    assert marker.exists()
+
+
+def test_no_network_says_what_to_do_and_exits_1(tmp_path):
+    (tmp_path / "w").mkdir()
+    status, stderr = run_script("--weights-dir", tmp_path / "w", "--output-dir", tmp_path / "out", cwd=tmp_path,
+                                env={"ZENODO_URL": closed_port_url()})
+    assert status == 1 and "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+    assert "cannot reach Zenodo at http://127.0.0.1:" in stderr
+    assert f"into {tmp_path / 'w'} by hand" in stderr and "--preset quick" in stderr
+    assert "size_orig_128_scaling_3_weight_decay_0.00011111111111111112_n_epochs_40.pt" in stderr
+
+
+def test_bad_md5_twice_exits_1_with_one_sentence(tmp_path):
+    config = dataclasses.replace(preset_config("paper"), width=4, depth=1)
+    record = {weights_path(config, s, reg).name: state_bytes(config, s, seed=0) for s, reg in FIGURE_MODELS}
+    name = weights_path(config, 1, 0.0).name  # the first the figures need
+    (tmp_path / "w").mkdir()
+    with FakeZenodo(record, corrupt={name: 2}) as server:
+        status, stderr = run_script("--weights-dir", tmp_path / "w", "--output-dir", tmp_path / "out",
+                                    "--zenodo-url", server.url, cwd=tmp_path, env={"no_proxy": "127.0.0.1"})
+    assert status == 1 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith(f"evaluate_unet.py: {name} from {server.url}")
+    assert "failed its MD5 check twice" in stderr and list((tmp_path / "w").iterdir()) == []
+
+
+def bad_inputs(tmp_path):
+    """(arguments, what the one-line message must say) for each mistake a user can make."""
+    quick = ["--preset", "quick", "--weights-dir", tmp_path / "empty"]
+    return {
+        "unknown preset": (["--preset", "huge"], "argument --preset: invalid choice: 'huge'"),
+        "missing csv": ([*quick, "--circles-csv", tmp_path / "nope.csv"], f"cannot read circles file {tmp_path / 'nope.csv'}"),
+        "malformed csv": ([*quick, "--circles-csv", tmp_path / "short.csv"], "row 1: 3 columns, expected 20"),
+        "no weights folder": (["--weights-dir", tmp_path / "nope"], f"the weights folder {tmp_path / 'nope'} does not exist"),
+        "unwritable output": ([*quick, "--output-dir", tmp_path / "a_file" / "out"], "cannot write to the output folder"),
+        "quick not trained": (quick, "size_orig_32_scaling_1_weight_decay_0.0_n_epochs_10.pt is missing (and 5 more the "
+                              "figures need); make it with `python unet_circles.py --preset quick`"),
+        "paper offline": (["--no-download", "--weights-dir", tmp_path / "empty"], "drop --no-download to fetch it"),
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_inputs(Path("/unused"))))
+def test_bad_input_is_one_sentence_and_exit_status_2(tmp_path, case):
+    args, message = bad_inputs(tmp_path)[case]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "short.csv").write_text("0.5,0.5,0.2\n")
+    (tmp_path / "a_file").write_text("")
+    status, stderr = run_script("--output-dir", tmp_path / "out", *args, cwd=tmp_path)  # a later --output-dir wins
+    assert status == 2
+    assert stderr.startswith("evaluate_unet.py: error: ") and message in stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_a_missing_device_is_a_user_error():
+    with pytest.raises(evaluate_unet.EvaluationError, match="--device cuda: this PyTorch sees no cuda device"):
+        evaluate_unet.pick_device("cuda")
+    assert evaluate_unet.pick_device("auto").type in ("cpu", "mps")
