@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from models.trunks import UNet
-from unet_circles import PRESETS, preset_config
+from unet_circles import PRESETS, ConfigError, autocast, pick_device, preset_config, weights_path
 from utils import metrics, plotting, zenodo
 from utils.circles import CirclesFileError, load_circles_csv, noisy_pairs, sample_circles, split
-from utils.weights import CheckpointError, checkpoint_name, load_state_dict
+from utils.weights import CheckpointError, load_state_dict
 
 # ----------------------------------------------------------------------------------------------
 # Evaluation settings: the paper's (PAPER.md, "Evaluation").
@@ -49,20 +49,15 @@ class EvaluationError(ValueError):
     """A problem the user can fix (missing weights, a folder that cannot be written); one sentence."""
 
 
-def weights_path(config, scaling, reg, epoch=None):
-    """Where unet_circles.py writes the checkpoint of (scaling, reg) after `epoch` (default: the last) epochs."""
-    return Path(config.out_dir) / checkpoint_name(config.size_orig, scaling, reg, epoch or config.epochs)
-
-
 @torch.inference_mode()
-def evaluate(config, preset, output_dir=OUTPUT_DIR, circles_csv=None, zenodo_url=None, device="cpu", amp=False):
-    """Run the preset's available models (weights in config.out_dir) on the test samples; write all outputs.
+def evaluate(config, preset, output_dir=OUTPUT_DIR, circles_csv=None, zenodo_url=None):
+    """Run the preset's available models on the test samples and write every output; returns metrics.csv's rows.
 
-    zenodo_url: where missing figure weights are downloaded from (the paper preset); None: local files
-    only. amp: bfloat16 autocast. Returns metrics.csv's rows as dicts.
+    From the config: the sizes, the weights folder (out_dir), device and amp (bfloat16 autocast).
+    zenodo_url: where missing figure weights are downloaded from (the paper preset); None: local files only.
     """
-    output_dir, device = Path(output_dir), torch.device(device)
-    if amp and device.type == "cpu":
+    output_dir, device = Path(output_dir), pick_device(config.device)
+    if config.amp and device.type == "cpu":
         print("--amp on the CPU: without native bfloat16 support (e.g. AVX2 only) bfloat16 convolutions run "
               "far slower than float32 (14-500x measured on such a CPU); --amp is meant for GPUs", file=sys.stderr)
     _make_writable_folder(output_dir)
@@ -90,7 +85,7 @@ def evaluate(config, preset, output_dir=OUTPUT_DIR, circles_csv=None, zenodo_url
         generator = torch.Generator().manual_seed(NOISE_SEED + s)
         noisy[s], clean[s] = noisy_pairs(test, config.size_orig * s, generator, config.sigma_noise)  # (5, 1, N, N)
         for reg in [reg for t, reg in models if t == s]:
-            outputs[s, reg] = _run_model(config, s, reg, noisy[s], device, amp)  # (5, 1, N, N)
+            outputs[s, reg] = _run_model(config, s, reg, noisy[s], device)  # (5, 1, N, N)
 
     # From here on numpy: (5, N, N) float32 per s and model.
     noisy = {s: x[:, 0].numpy() for s, x in noisy.items()}
@@ -167,12 +162,12 @@ def _missing_message(missing, preset):
     return f"weights file {missing[0]} is missing{more}; {how}"
 
 
-def _run_model(config, scaling, reg, noisy, device, amp):
+def _run_model(config, scaling, reg, noisy, device):
     """Load one checkpoint (strictly, weights only) and run the whole batch through it once."""
     start = time.perf_counter()
     path = weights_path(config, scaling, reg)
     model = load_state_dict(UNet(scaling, config.width, config.depth), path).eval().to(device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+    with autocast(config, device):
         output = model(noisy.to(device))  # (5, 1, N, N)
     output = output.float().cpu()
     print(f"s = {scaling}, reg = {reg:g}: {path.name}, {len(noisy)} images in {time.perf_counter() - start:.1f} s")
@@ -228,16 +223,6 @@ def _write_singles(folder, noisy, clean, outputs, cut_rows):
     plotting.save_cuts(cuts)
 
 
-def pick_device(name):
-    """auto: CUDA, else Apple's MPS, else the CPU; a device that is not there is a user error."""
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if name == "auto":
-        return torch.device(next(kind for kind in ("cuda", "mps", "cpu") if available[kind]))
-    if not available[name]:
-        raise EvaluationError(f"--device {name}: this PyTorch sees no {name} device; use --device cpu or auto")
-    return torch.device(name)
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         """One line, as for every other user error, and exit status 2."""
@@ -253,18 +238,19 @@ def main(argv=None):
     parser.add_argument("--no-download", action="store_true", help="use local weights only, never Zenodo")
     parser.add_argument("--zenodo-url", default=os.environ.get("ZENODO_URL", zenodo.ZENODO_URL),
                         help="Zenodo's base address (default: $ZENODO_URL, else %(default)s)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
-    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (for GPUs: slow on most CPUs)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
+                        help="auto: cuda if available, else mps, else cpu")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (for GPUs; slow on most CPUs)")
     args = parser.parse_args(argv)
-    config = preset_config(args.preset)
+    config = dataclasses.replace(preset_config(args.preset), device=args.device, amp=args.amp)
     try:
         if args.weights_dir:
             if not Path(args.weights_dir).is_dir():
                 raise EvaluationError(f"the weights folder {args.weights_dir} does not exist")
             config = dataclasses.replace(config, out_dir=args.weights_dir)
         download_from = args.zenodo_url if args.preset == "paper" and not args.no_download else None
-        evaluate(config, args.preset, args.output_dir, args.circles_csv, download_from, pick_device(args.device), args.amp)
-    except (EvaluationError, CheckpointError, CirclesFileError) as err:
+        evaluate(config, args.preset, args.output_dir, args.circles_csv, download_from)
+    except (EvaluationError, ConfigError, CheckpointError, CirclesFileError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     except zenodo.ZenodoError as err:

@@ -16,7 +16,6 @@ on the truth's level before the jump and 1 on the level after it, whichever way 
 """
 
 import numpy as np
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 MIN_JUMP = 0.1  # smallest ground-truth jump between neighbouring pixels that counts as an edge
 GAP = 3  # no other jump within GAP * s pixels of an edge: one kernel width (3s) of flat truth
@@ -67,6 +66,8 @@ def _crossing(u, level, centre):
 
 def psnr(output, truth):
     """Peak signal-to-noise ratio in dB; inf for a perfect output."""
+    from skimage.metrics import peak_signal_noise_ratio  # pulls in scipy.stats: a second of start-up, only when used
+
     truth = np.asarray(truth, dtype=np.float64)
     with np.errstate(divide="ignore"):
         return float(peak_signal_noise_ratio(truth, np.asarray(output, np.float64), data_range=np.ptp(truth)))
@@ -74,6 +75,8 @@ def psnr(output, truth):
 
 def ssim(output, truth):
     """Structural similarity (scikit-image's defaults: 7 x 7 window)."""
+    from skimage.metrics import structural_similarity
+
     truth = np.asarray(truth, dtype=np.float64)
     return float(structural_similarity(truth, np.asarray(output, np.float64), data_range=np.ptp(truth)))
 
