@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.trunks import UNet
+from models.trunks import UNet, fold_for_inference
 from utils.weights import CheckpointError, checkpoint_name, load_state_dict, save_atomic
 
 # PAPER.md counts every element of the state dict, BatchNorm running statistics included.
@@ -157,3 +157,21 @@ class Evil:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("s", [1, 2, 3])
+def test_folded_inference_copy_computes_the_same_function(s):
+    torch.manual_seed(10 + s)
+    model = UNet(scaling=s, width=4, depth=2)
+    model.train()
+    with torch.no_grad():  # a few training-mode passes give BatchNorm non-trivial statistics
+        for _ in range(3):
+            model(torch.randn(4, 1, 16 * s, 16 * s))
+    model.eval()
+    folded = fold_for_inference(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(2, 1, 16 * s, 16 * s)
+    with torch.inference_mode():
+        expected = model(x)
+        torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+    assert model.state_dict().keys() == UNet(scaling=s, width=4, depth=2).state_dict().keys()  # original untouched

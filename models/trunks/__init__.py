@@ -1,5 +1,5 @@
 """The U-net shared by the trainer and the evaluator."""
 
-from .unet import PAPER_DEPTH, PAPER_WIDTH, UNet
+from .unet import PAPER_DEPTH, PAPER_WIDTH, UNet, fold_for_inference
 
-__all__ = ["UNet", "PAPER_WIDTH", "PAPER_DEPTH"]
+__all__ = ["UNet", "fold_for_inference", "PAPER_WIDTH", "PAPER_DEPTH"]

@@ -92,9 +92,9 @@ class OutConv(nn.Module):
 
     def __init__(self, in_channels, out_channels, scaling=1):
         super().__init__()
-        self.scaling = scaling
+        self.divisor = scaling**2  # 1 once folded into the weights (fold_for_inference)
         self.conv = nn.Conv2d(in_channels, out_channels, scaling, padding=same_padding(scaling))
 
     def forward(self, x):  # (B, C_in, H, W) -> (B, C_out, H, W)
         height, width = x.shape[-2:]
-        return self.conv(x)[..., :height, :width] / self.scaling**2
+        return self.conv(x)[..., :height, :width] / self.divisor
