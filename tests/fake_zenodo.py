@@ -11,7 +11,16 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+
 from utils.zenodo import RECORD
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """Talk to 127.0.0.1 directly, whatever proxy the environment names (subprocesses inherit it)."""
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
 class FakeZenodo:

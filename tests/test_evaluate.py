@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fake_zenodo import FakeZenodo, closed_port_url
+from fake_zenodo import FakeZenodo, closed_port_url, no_proxy  # noqa: F401 (autouse fixture)
 
 from evaluate_unet import FIGURES, NOISE_SEED, TEST_SAMPLES, evaluate, main
 from models.trunks import UNet
@@ -25,10 +25,6 @@ COLUMNS = ["sample", "scaling", "reg", "psnr", "ssim", "rise_width_px", "rise_wi
 FIGURE_MODELS = sorted({model for _, models in FIGURES.values() for model in models})  # the six
 
 
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch):
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
 def state_bytes(config, scaling, seed):
@@ -207,7 +203,7 @@ def test_bad_md5_twice_exits_1_with_one_sentence(tmp_path):
     (tmp_path / "w").mkdir()
     with FakeZenodo(record, corrupt={name: 2}) as server:
         status, stderr = run_script("--weights-dir", tmp_path / "w", "--output-dir", tmp_path / "out",
-                                    "--zenodo-url", server.url, cwd=tmp_path, env={"no_proxy": "127.0.0.1"})
+                                    "--zenodo-url", server.url, cwd=tmp_path)
     assert status == 1 and "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith(f"evaluate_unet.py: {name} from {server.url}")
     assert "failed its MD5 check twice" in stderr and list((tmp_path / "w").iterdir()) == []

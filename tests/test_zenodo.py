@@ -4,7 +4,7 @@ import hashlib
 import shutil
 
 import pytest
-from fake_zenodo import FakeZenodo, closed_port_url
+from fake_zenodo import FakeZenodo, closed_port_url, no_proxy  # noqa: F401 (autouse fixture)
 
 from utils import zenodo
 
@@ -15,11 +15,6 @@ FILES = {  # like the record: more files than a run needs; bytes that a byte-wis
 }
 
 
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch):
-    """Talk to 127.0.0.1 directly, whatever proxy the machine's environment names."""
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
 @pytest.fixture(params=["wget", "urllib"])
