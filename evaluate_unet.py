@@ -58,8 +58,9 @@ def evaluate(config, preset, output_dir=OUTPUT_DIR, circles_csv=None, zenodo_url
     """
     output_dir, device = Path(output_dir), pick_device(config.device)
     if config.amp and device.type == "cpu":
-        print("--amp on the CPU: without native bfloat16 support (e.g. AVX2 only) bfloat16 convolutions run "
-              "far slower than float32 (14-500x measured on such a CPU); --amp is meant for GPUs", file=sys.stderr)
+        print("--amp on the CPU: without native bfloat16 support (e.g. AVX2 only) bfloat16 convolutions run far "
+              "slower than float32 (125x for the paper's s = 1 network on such a CPU); --amp is meant for GPUs",
+              file=sys.stderr)
     _make_writable_folder(output_dir)
     test, data_note = _test_samples(config, circles_csv)  # (5, 5, 4)
     needed = sorted({model for _, models in FIGURES.values() for model in models})
@@ -183,7 +184,8 @@ def _write_metrics(path, clean, outputs):
     rows = []
     for i in range(len(TEST_SAMPLES)):
         for s in sorted(clean):
-            images = [(metrics.GROUND_TRUTH, clean[s])] + sorted(((reg, x) for (t, reg), x in outputs.items() if t == s), key=lambda item: item[0])
+            regs = sorted(reg for t, reg in outputs if t == s)
+            images = [(metrics.GROUND_TRUTH, clean[s])] + [(reg, outputs[s, reg]) for reg in regs]
             for reg, image in images:
                 rows.append(dict(sample=i, scaling=s, reg=reg, **metrics.summary(image[i], clean[s][i], s)))
     with open(path, "w", newline="") as file:
