@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from models.trunks import UNet
 from utils.circles import noisy_pairs, sample_circles, split
+from utils.metrics import edge_measures
 from utils.weights import CheckpointError, checkpoint_name, load_checkpoint, load_state_dict, save_atomic, weight_decay
 
 # ----------------------------------------------------------------------------------------------
@@ -78,21 +79,23 @@ class Config:
     out_dir: str = "data/weights/paper"  # where checkpoints and logs go
     # speed (the defaults are the paper's float32)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda if available, else mps, else cpu
-    amp: bool = False  # bfloat16 autocast (CPU and CUDA); faster, not bit-faithful
+    amp: bool = False  # bfloat16 autocast: faster on GPUs, far slower on CPUs without native bfloat16 (AVX2)
     channels_last: bool = False  # channels-last memory format for the network and its inputs
     compile: bool = False  # torch.compile the network (the first steps are slow while it compiles)
 
 
 PRESETS = {
     "paper": {},  # PAPER.md's values, as above
-    "quick": dict(  # a small CPU configuration; see README, "The quick preset"
+    "quick": dict(  # the paper's method scaled down to run on a laptop CPU; see README, "The quick preset"
         size_orig=32,
         samples=2_000,
-        width=16,
+        width=8,
         depth=1,
-        weight_decays={1: (0.0, 1e-3, 1e-2, 1e-1), 2: (0.0, 1e-3), 3: (0.0, 1e-3)},
+        weight_decays={1: (0.0, 1e-3, 1e-2, 1e-1, 0.5, 1.25), 2: (0.0, 1e-3), 3: (0.0, 1e-3)},
         epochs=10,
-        checkpoint_every=5,
+        lr_schedule="cosine",
+        bn_recalibration=20,
+        channels_last=True,
         out_dir="data/weights/quick",
     ),
 }
@@ -268,10 +271,13 @@ def read_state(config, scaling, reg, mmap=False):
     return state
 
 
+LOG_COLUMNS = ("epoch", "train_loss", "test_loss", "jump_ratio", "rise_width_px", "seconds", "images_per_s")
+
+
 def write_log(path, history):
     """The per-epoch log as CSV, rewritten whole so it always matches the training state."""
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=["epoch", "train_loss", "test_loss", "seconds", "images_per_s"])
+    writer = csv.DictWriter(text, fieldnames=list(LOG_COLUMNS))
     writer.writeheader()
     writer.writerows(history)
     write_text_atomic(path, text.getvalue())
@@ -390,20 +396,27 @@ def learning_rate(config, step, total_steps):
 
 
 @torch.inference_mode()
-def test_loss(config, net, test, device):
-    """Mean squared error on the fixed noisy test set, BatchNorm in eval mode."""
+def test_metrics(config, net, test, scaling, device):
+    """Mean squared error on the fixed noisy test set (BatchNorm in eval mode), and the medians over
+    its edges of the jump ratio and rise width (utils.metrics), so the log shows how sharp edges get."""
     noisy, clean = test
     net.eval()
-    total = 0.0
+    total, widths, ratios = 0.0, [], []
     for i in range(0, len(noisy), config.batch_size):
-        x = noisy[i : i + config.batch_size]
+        x, truth = noisy[i : i + config.batch_size], clean[i : i + config.batch_size]
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(config, device):
-            prediction = net(x)
-        total += F.mse_loss(prediction.float(), clean[i : i + config.batch_size], reduction="sum").item()
+            prediction = net(x).float()
+        total += F.mse_loss(prediction, truth, reduction="sum").item()
+        for output, target in zip(prediction[:, 0].cpu().numpy(), truth[:, 0].cpu().numpy()):
+            width, ratio = edge_measures(output, target, scaling)
+            widths.append(width)
+            ratios.append(ratio)
     net.train()
-    return total / clean.numel()
+    widths, ratios = np.concatenate(widths), np.concatenate(ratios)
+    return dict(test_loss=total / clean.numel(), jump_ratio=float(np.median(ratios)) if len(ratios) else math.nan,
+                rise_width_px=float(np.median(widths)) if len(widths) else math.nan)
 
 
 def recalibrate_bn(config, net, params, size, device):
@@ -540,12 +553,12 @@ def train_model(config, scaling, reg, previous_reg, data, device, stop):
         seconds += elapsed
         train_loss = running.item() / steps
         if rank == 0:
-            row = dict(epoch=epoch, train_loss=train_loss, test_loss=test_loss(config, net, test, device),
+            row = dict(epoch=epoch, train_loss=train_loss, **test_metrics(config, net, test, scaling, device),
                        seconds=round(seconds, 3), images_per_s=round(images / elapsed, 2))
             history.append(row)
             write_log(model_path(config, scaling, reg, ".csv"), history)
             print(f"{name} epoch {epoch}: train loss {train_loss:.6f}, test loss {row['test_loss']:.6f}, "
-                  f"{row['images_per_s']:.1f} img/s, {seconds:.1f} s", flush=True)
+                  f"jump ratio {row['jump_ratio']:.3f}, {row['images_per_s']:.1f} img/s, {seconds:.1f} s", flush=True)
         if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
             save(epoch, 0, 0.0, 0.0, weights=True)
         steps_done, loss_sum, seconds = 0, 0.0, 0.0
