@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.trunks import UNet
-from unet_circles import PRESETS, ConfigError, autocast, pick_device, preset_config, weights_path
+from models.trunks import UNet, fold_for_inference
+from unet_circles import PRESETS, ConfigError, autocast, model_path, pick_device, preset_config, weights_path
 from utils import metrics, plotting, zenodo
 from utils.circles import CirclesFileError, load_circles_csv, noisy_pairs, sample_circles, split
 from utils.weights import CheckpointError, load_state_dict
@@ -40,8 +40,9 @@ FIGURES = {  # file name -> (title, the (s, reg) of its model columns)
     "comparison_weight_decays": ("U-net outputs for different weight decays (s = 1)", ((1, 0.0), (1, 1e-3), (1, 1e-2), (1, 1e-1))),
     "comparison_resolutions": ("U-net outputs at different resolutions (reg = 0.001)", ((1, 1e-3), (2, 1e-3), (3, 1e-3))),
 }
+TRAINING_FIGURE_REGS = (1e-3, 0.0)  # training.png: every s at these regs, from the trainer's logs
 NOISE_SEED = 0  # the noisy inputs at scaling s are drawn with seed NOISE_SEED + s
-OUTPUT_DIR = "data/results/unet"  # default of --output-dir
+OUTPUT_DIR = "data/results/unet"  # default of --output-dir for the paper; another preset: data/results/<preset>
 PROG = "evaluate_unet.py"
 
 
@@ -50,11 +51,14 @@ class EvaluationError(ValueError):
 
 
 @torch.inference_mode()
-def evaluate(config, preset, output_dir=OUTPUT_DIR, circles_csv=None, zenodo_url=None):
+def evaluate(config, preset, output_dir=OUTPUT_DIR, circles_csv=None, zenodo_url=None, eager=False):
     """Run the preset's available models on the test samples and write every output; returns metrics.csv's rows.
 
     From the config: the sizes, the weights folder (out_dir), device and amp (bfloat16 autocast).
     zenodo_url: where missing figure weights are downloaded from (the paper preset); None: local files only.
+    eager: run each network module by module as defined, instead of the default fast float32 path
+    (BatchNorm and the divisions by s^2 folded into the convolutions, channels-last memory format),
+    which computes the same function up to float32 rounding.
     """
     output_dir, device = Path(output_dir), pick_device(config.device)
     if config.amp and device.type == "cpu":
@@ -86,7 +90,7 @@ def evaluate(config, preset, output_dir=OUTPUT_DIR, circles_csv=None, zenodo_url
         generator = torch.Generator().manual_seed(NOISE_SEED + s)
         noisy[s], clean[s] = noisy_pairs(test, config.size_orig * s, generator, config.sigma_noise)  # (5, 1, N, N)
         for reg in [reg for t, reg in models if t == s]:
-            outputs[s, reg] = _run_model(config, s, reg, noisy[s], device)  # (5, 1, N, N)
+            outputs[s, reg] = _run_model(config, s, reg, noisy[s], device, eager)  # (5, 1, N, N)
 
     # From here on numpy: (5, N, N) float32 per s and model.
     noisy = {s: x[:, 0].numpy() for s, x in noisy.items()}
@@ -104,8 +108,22 @@ def evaluate(config, preset, output_dir=OUTPUT_DIR, circles_csv=None, zenodo_url
         plotting.comparison_figure(output_dir / f"{name}.png", columns, f"{title}, preset {preset}", caption)
     plotting.regularity_figure(output_dir / "regularity.png", rows, f"Edge sharpness of the U-net outputs, preset {preset}",
                                "\n".join([weights_header, *weights_lines.values(), *data_note]))
+    _write_training_figure(output_dir / "training.png", config, preset, models)
     print(f"wrote the figures, metrics.csv, single/ and arrays/ into {output_dir}")
     return rows
+
+
+def _write_training_figure(path, config, preset, models):
+    """training.png from the trainer's logs next to the weights (none for downloaded weights)."""
+    logs = {}
+    for s, reg in models:
+        log = model_path(config, s, reg, ".csv")
+        if reg in TRAINING_FIGURE_REGS and log.is_file():
+            with open(log, newline="") as file:
+                logs[f"s = {s}, reg = {reg:g}"] = list(csv.DictReader(file))
+    if logs:
+        plotting.training_figure(path, logs, f"Training of preset {preset}: test loss and edge sharpness",
+                                 f"logs: {config.out_dir}/*.csv (the trainer's, one row per epoch)")
 
 
 def _make_writable_folder(folder):
@@ -163,13 +181,17 @@ def _missing_message(missing, preset):
     return f"weights file {missing[0]} is missing{more}; {how}"
 
 
-def _run_model(config, scaling, reg, noisy, device):
+def _run_model(config, scaling, reg, noisy, device, eager):
     """Load one checkpoint (strictly, weights only) and run the whole batch through it once."""
     start = time.perf_counter()
     path = weights_path(config, scaling, reg)
-    model = load_state_dict(UNet(scaling, config.width, config.depth), path).eval().to(device)
+    model = load_state_dict(UNet(scaling, config.width, config.depth), path).eval()
+    x = noisy.to(device)
+    if not eager:  # the fast path: fewer passes over every feature map, convolutions in channels-last
+        model = fold_for_inference(model).to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     with autocast(config, device):
-        output = model(noisy.to(device))  # (5, 1, N, N)
+        output = model.to(device)(x)  # (5, 1, N, N)
     output = output.float().cpu()
     print(f"s = {scaling}, reg = {reg:g}: {path.name}, {len(noisy)} images in {time.perf_counter() - start:.1f} s")
     return output
@@ -235,7 +257,7 @@ def main(argv=None):
     parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="whose weights and sizes (default: paper)")
     parser.add_argument("--weights-dir", help="folder of the checkpoints (default: where unet_circles.py writes the preset's)")
-    parser.add_argument("--output-dir", default=OUTPUT_DIR, help=f"where results go (default: {OUTPUT_DIR})")
+    parser.add_argument("--output-dir", help=f"where results go (default: {OUTPUT_DIR} for paper, data/results/<preset> for another)")
     parser.add_argument("--circles-csv", help="the authors' circles CSV instead of the seeded data set")
     parser.add_argument("--no-download", action="store_true", help="use local weights only, never Zenodo")
     parser.add_argument("--zenodo-url", default=os.environ.get("ZENODO_URL", zenodo.ZENODO_URL),
@@ -243,6 +265,9 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
                         help="auto: cuda if available, else mps, else cpu")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (for GPUs; slow on most CPUs)")
+    parser.add_argument("--eager", action="store_true",
+                        help="run each network module by module as defined (the reference), not the default fast float32 "
+                        "path with BatchNorm and /s^2 folded into the convolutions (equal up to float32 rounding)")
     args = parser.parse_args(argv)
     config = dataclasses.replace(preset_config(args.preset), device=args.device, amp=args.amp)
     try:
@@ -251,7 +276,8 @@ def main(argv=None):
                 raise EvaluationError(f"the weights folder {args.weights_dir} does not exist")
             config = dataclasses.replace(config, out_dir=args.weights_dir)
         download_from = args.zenodo_url if args.preset == "paper" and not args.no_download else None
-        evaluate(config, args.preset, args.output_dir, args.circles_csv, download_from)
+        output_dir = args.output_dir or (OUTPUT_DIR if args.preset == "paper" else f"data/results/{args.preset}")
+        evaluate(config, args.preset, output_dir, args.circles_csv, download_from, args.eager)
     except (EvaluationError, ConfigError, CheckpointError, CirclesFileError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2

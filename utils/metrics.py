@@ -7,8 +7,8 @@ Along every edge the output is normalised to u = (output - before) / (after - be
 on the truth's level before the jump and 1 on the level after it, whichever way the jump goes.
 
 - rise width: the distance in pixels between the points where u, linearly interpolated between
-  pixels, crosses 0.1 and 0.9 (of each, the crossing nearest the jump); inf if u does not reach
-  both within the window. A perfect step has 0.8; a continuous output's grows with s.
+  pixels, crosses 0.1 and 0.9 (of each, the crossing along the row nearest the jump); inf if u
+  crosses one of them nowhere in the row. A perfect step has 0.8; a continuous output's grows with s.
 - jump ratio: the largest step of u between neighbouring pixels in the window, i.e. the output's
   largest step divided by the truth's jump. A perfect step has 1; a continuous output's falls
   like 1/s, because its jump spreads over more and more pixels.
@@ -42,14 +42,16 @@ def edge_measures(output, truth, scaling):
     """(rise_width_px, jump_ratio), one entry per edge of the 2-D truth, measured on the 2-D output."""
     rows, cols, before, after = find_edges(truth, scaling)
     reach = GAP * scaling
-    offsets = np.arange(-reach, reach + 2)  # window pixels j - reach .. j + 1 + reach
-    window = np.asarray(output, dtype=np.float64)[rows[:, None], cols[:, None] + offsets]  # (E, 2 reach + 2)
-    u = (window - before[:, None]) / (after - before)[:, None]  # 0 before the jump, 1 after it
-    jump_ratio = np.diff(u, axis=1).max(axis=1)
-    centre = reach + 0.5  # where the jump lies, in window coordinates
+    output = np.asarray(output, dtype=np.float64)
+    u = (output[rows] - before[:, None]) / (after - before)[:, None]  # (E, W): 0 before the jump, 1 after it
+    window = u[np.arange(len(rows))[:, None], cols[:, None] + np.arange(-reach, reach + 2)]  # (E, 2 reach + 2)
+    jump_ratio = np.diff(window, axis=1).max(axis=1)
+    # The crossings are searched along the whole row, nearest the jump first: a network's plateau
+    # that misses the truth's level by a little more than 10% still has its rise measured.
+    centre = cols[:, None] + 0.5  # where the jump lies
     low, high = _crossing(u, LOW, centre), _crossing(u, HIGH, centre)
     rise_width = np.abs(high - low)
-    rise_width[np.isnan(rise_width)] = np.inf  # the rise does not complete within the window
+    rise_width[np.isnan(rise_width)] = np.inf  # the output never crosses one of the levels in this row
     return rise_width, jump_ratio
 
 

@@ -86,7 +86,7 @@ def regularity_figure(path, rows, title, caption):
 
     rows: metrics.csv's rows as dicts, the reference rows with reg GROUND_TRUTH. A point is the
     median over the samples of each image's median; an infinite one (the rise does not complete
-    within the edge window) is left out and the panel says so.
+    anywhere in the row) is left out and the panel says so.
     """
     measures = [("rise_width_px", "median rise width 10-90% (pixels)"), ("jump_ratio", "median jump ratio")]
 
@@ -106,7 +106,7 @@ def regularity_figure(path, rows, title, caption):
             y = np.array(y)
             ax.plot(x, np.where(np.isinf(y), np.nan, y), marker="o", label=curve_label)
             if np.isinf(y).any():
-                ax.text(0.02, 0.02, "some points missing: rise incomplete within the edge window",
+                ax.text(0.02, 0.02, "some points missing: the rise never completes in the row",
                         transform=ax.transAxes, fontsize=7, color="gray")
         top.plot(scalings, [median(key, s, GROUND_TRUTH) for s in scalings], "k--", label="ground truth")
         bottom.axhline(median(key, 1, GROUND_TRUTH), color="k", linestyle="--", label="ground truth")
@@ -120,6 +120,27 @@ def regularity_figure(path, rows, title, caption):
             ax.ticklabel_format(axis="y", useOffset=False)
             ax.legend(fontsize=7)
     _save(fig, path, title, caption, left=0.8, right=0.2, bottom=0.5, wspace=0.3, hspace=0.35)
+
+
+def training_figure(path, logs, title, caption):
+    """Test loss and the test set's median jump ratio against epochs, one line per model.
+
+    logs: {label: rows of the trainer's CSV log as dicts}; shows whether the sharpness differences
+    between models persist as training converges.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for label, rows in logs.items():
+        epochs = [int(r["epoch"]) for r in rows]
+        axes[0].plot(epochs, [float(r["test_loss"]) for r in rows], marker=".", label=label)
+        axes[1].plot(epochs, [float(r["jump_ratio"]) for r in rows], marker=".", label=label)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("test loss (MSE)")
+    axes[1].set_ylabel("median jump ratio, test set")
+    axes[1].set_ylim(0, 1)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    _save(fig, path, title, caption, left=0.8, right=0.2, bottom=0.5, wspace=0.3)
 
 
 def _save(fig, path, title, caption, left, right, bottom, **spacing):

@@ -1,0 +1,310 @@
+"""Benchmarks: data, training and inference speed of this reproduction, against this machine's peak.
+
+    python benchmarks/run.py                      # CPU, everything (about 30 minutes on 2 cores)
+    python benchmarks/run.py --skip quick paper   # without the two end-to-end runs (about 10 minutes)
+    python benchmarks/run.py --device cuda        # the same on a GPU, plus the paper sweep's projected time
+
+Every figure is the median of --reps timed repetitions after one warm-up. One table is printed and
+saved as JSON (benchmarks/results_<device>.json unless --json says otherwise). Not part of the tests.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from models.trunks import UNet, fold_for_inference  # noqa: E402
+from unet_circles import PAPER_WEIGHT_DECAYS, PRESETS, preset_config, weights_path  # noqa: E402
+from utils.circles import noisy_pairs, sample_circles  # noqa: E402
+from utils.weights import save_atomic  # noqa: E402
+
+SECTIONS = ("data", "train", "inference", "quick", "paper")
+
+
+def native_bf16(device):
+    """Whether bfloat16 convolutions run on hardware support (a CUDA GPU, AVX512-BF16 or AMX), not emulated."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = torch._C._cpu
+    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, reps):
+    """Median seconds of fn() over reps runs after one warm-up, and fn's last result."""
+    result = fn()
+    sync(device)
+    times = []
+    for _ in range(reps):
+        tic = time.perf_counter()
+        result = fn()
+        sync(device)
+        times.append(time.perf_counter() - tic)
+    return statistics.median(times), result
+
+
+def matmul_peak(device, dtype, reps):
+    """GFLOP/s of a 2048 x 2048 matrix product (4096 on a GPU) in dtype."""
+    n = 4096 if device.type == "cuda" else 2048
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    seconds, _ = timed(lambda: a @ b, device, reps)
+    return 2 * n**3 / seconds / 1e9
+
+
+def forward_gflop(scaling, size_orig=128, width=64, depth=4):
+    """GFLOP of one image's forward pass, counted from every convolution's output shape (2 per multiply-add)."""
+    flops = []
+
+    def count(module, inputs, output):
+        c_out, c_in, kh, kw = module.weight.shape
+        flops.append(2 * c_in * kh * kw * output.shape[1] * output.shape[2] * output.shape[3] * output.shape[0] / len(output))
+
+    model = UNet(scaling, width, depth).eval().to("meta")  # shapes only: no arithmetic is done
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.inference_mode():
+        model(torch.zeros(1, 1, size_orig * scaling, size_orig * scaling, device="meta"))
+    for hook in hooks:
+        hook.remove()
+    return sum(flops) / 1e9
+
+
+def bench_data(device, reps):
+    params = torch.from_numpy(sample_circles(32 * (reps + 1), seed=0)).to(device)
+    generator = torch.Generator(device).manual_seed(0)
+    rows = {}
+    for size in (128, 256, 384):
+        batches = iter(params.split(32))
+        seconds, _ = timed(lambda: noisy_pairs(next(batches), size, generator), device, reps)
+        rows[size] = 32 / seconds
+    return rows
+
+
+def train_step_fn(model, optimizer, x, y, amp, device):
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            prediction = model(x)
+        loss = F.mse_loss(prediction.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def training_modes(device, compile_too):
+    """(name, channels_last, amp, compile) of the training variants measured."""
+    modes = [("float32 eager", False, False, False), ("float32 channels-last", True, False, False),
+             ("--amp (bfloat16 + channels-last)", True, True, False)]
+    if compile_too:
+        modes.append(("float32 channels-last + compile", True, False, True))
+    return modes
+
+
+def bench_train(device, reps, batch, scaling, peaks, compile_too, short_steps):
+    """Training images/s at the paper's size for each mode, and a short identical run's test loss."""
+    params = torch.from_numpy(sample_circles(batch * (short_steps + 1) + 64, seed=1)).to(device)
+    size = 128 * scaling
+    x, y = noisy_pairs(params[:batch], size, torch.Generator(device).manual_seed(0))
+    test_x, test_y = noisy_pairs(params[-64:], size, torch.Generator(device).manual_seed(1))
+    gflop = 3 * forward_gflop(scaling)  # forward + backward: about three forward passes
+    rows = []
+    for name, channels_last, amp, compiled in training_modes(device, compile_too):
+        if amp and not native_bf16(device):
+            rows.append(dict(mode=name, skipped="no native bfloat16 on this device: emulated, far slower than float32"))
+            continue
+        torch.manual_seed(0)
+        net = UNet(scaling).to(device)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        net = net.to(memory_format=fmt)
+        model = torch.compile(net) if compiled else net
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+        step = train_step_fn(model, optimizer, x.contiguous(memory_format=fmt), y, amp, device)
+        seconds, _ = timed(step, device, reps)
+        # A short identical run from the same initialisation on the same batches, then the test loss.
+        torch.manual_seed(0)
+        net = UNet(scaling).to(device).to(memory_format=fmt)
+        model = torch.compile(net) if compiled else net
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+        for i in range(short_steps):
+            xb, yb = noisy_pairs(params[i * batch : (i + 1) * batch], size, torch.Generator(device).manual_seed(100 + i))
+            train_step_fn(model, optimizer, xb.contiguous(memory_format=fmt), yb, amp, device)()
+        net.eval()
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = F.mse_loss(net(test_x.contiguous(memory_format=fmt)).float(), test_y).item()
+        peak = peaks["bfloat16" if amp else "float32"]
+        rows.append(dict(mode=name, images_per_s=batch / seconds, gflop_per_s=gflop * batch / seconds,
+                         fraction_of_peak=gflop * batch / seconds / peak, test_loss=loss))
+    return rows
+
+
+def bench_inference(device, reps, peaks):
+    """Seconds per image for a batch of 5 at s = 1, 2, 3: float32 eager, the fastest exact path, bfloat16."""
+    rows = []
+    for s in (1, 2, 3):
+        torch.manual_seed(s)
+        model = UNet(s).eval().to(device)
+        x = torch.randn(5, 1, 128 * s, 128 * s, device=device)
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        fast = fold_for_inference(model).to(memory_format=torch.channels_last)
+        gflop = forward_gflop(s)
+        with torch.inference_mode():
+            eager_s, reference = timed(lambda: model(x), device, reps)
+            variants = [("float32 eager", eager_s, reference, "float32"),
+                        ("float32 folded + channels-last (evaluator default)", *timed(lambda: fast(x_cl), device, reps), "float32")]
+            if native_bf16(device):
+                def bf16():
+                    with torch.autocast(device.type, dtype=torch.bfloat16):
+                        return fast(x_cl)
+                variants.append(("bfloat16 folded + channels-last (--amp)", *timed(bf16, device, reps), "bfloat16"))
+            else:
+                rows.append(dict(scaling=s, mode="bfloat16", skipped="no native bfloat16 on this device"))
+        for name, seconds, output, dtype in variants:
+            deviation = ((output.float() - reference).abs().max() / reference.abs().max()).item()
+            rows.append(dict(scaling=s, mode=name, s_per_image=seconds / 5, speedup=eager_s / seconds,
+                             gflop_per_s=5 * gflop / seconds, fraction_of_peak=5 * gflop / seconds / peaks[dtype],
+                             max_rel_deviation=deviation))
+        del model, fast
+    return rows
+
+
+def run_script(args, **kwargs):
+    """Seconds a repository script takes, start to finish, as a user runs it."""
+    tic = time.perf_counter()
+    subprocess.run([sys.executable, *args], cwd=ROOT, check=True, stdout=subprocess.DEVNULL, **kwargs)
+    return time.perf_counter() - tic
+
+
+def bench_quick(device):
+    """The whole quick preset: train every model, then evaluate, in a fresh folder."""
+    with tempfile.TemporaryDirectory() as tmp:
+        train = run_script(["unet_circles.py", "--preset", "quick", "--device", device.type, "--out-dir", f"{tmp}/w"])
+        evaluate = run_script(["evaluate_unet.py", "--preset", "quick", "--device", device.type,
+                               "--weights-dir", f"{tmp}/w", "--output-dir", f"{tmp}/out"])
+    return dict(train_s=train, evaluate_s=evaluate)
+
+
+def bench_paper_evaluation(device, amp_ok):
+    """evaluate_unet.py start to finish on six random full-size checkpoints, against the authors' way:
+    every network reloaded for every sample and run on one image (measured here, in this run)."""
+    config = preset_config("paper")
+    models = [(1, 0.0), (1, 1e-3), (1, 1e-2), (1, 1e-1), (2, 1e-3), (3, 1e-3)]
+    result = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for s, reg in models:
+            torch.manual_seed(s)
+            save_atomic(UNet(s).state_dict(), Path(tmp) / weights_path(config, s, reg).name)
+        command = ["evaluate_unet.py", "--no-download", "--device", device.type, "--weights-dir", tmp, "--output-dir", f"{tmp}/out"]
+        result["float32_s"] = run_script(command)
+        result["amp_s"] = run_script(command + ["--amp"]) if amp_ok else None
+        # The authors' evaluation: per sample and model, load the checkpoint and run one image.
+        authors = 0.0
+        for s, reg in models:
+            path = Path(tmp) / weights_path(config, s, reg).name
+            x = torch.randn(1, 1, 128 * s, 128 * s, device=device)
+
+            def authors_step():
+                model = UNet(s)
+                model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+                with torch.no_grad():
+                    return model.to(device).eval()(x)
+
+            seconds, _ = timed(authors_step, device, 1)
+            authors += 5 * seconds
+        result["authors_way_s"] = authors
+    return result
+
+
+def projected_paper_sweep(device, reps):
+    """Hours for PAPER.md's whole training table (40 epochs of 8,000 images per model), at batch 32."""
+    images = {s: 40 * 8000 * len(regs) for s, regs in PAPER_WEIGHT_DECAYS.items()}
+    rows = []
+    for name, channels_last, amp, _ in training_modes(device, False):
+        hours = 0.0
+        for s in (1, 2, 3):
+            torch.manual_seed(0)
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            net = UNet(s).to(device).to(memory_format=fmt)
+            x, y = noisy_pairs(torch.from_numpy(sample_circles(32, seed=s)).to(device), 128 * s, torch.Generator(device).manual_seed(0))
+            seconds, _ = timed(train_step_fn(net, torch.optim.Adam(net.parameters()), x.contiguous(memory_format=fmt), y, amp, device),
+                               device, reps)
+            hours += images[s] / (32 / seconds) / 3600
+        rows.append(dict(mode=name, hours=hours))
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to measure (default: cpu)")
+    parser.add_argument("--reps", type=int, default=3, help="timed repetitions per figure after one warm-up (default: 3)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS, help="sections to leave out")
+    parser.add_argument("--compile", action="store_true", help="also measure torch.compile in training (slow to compile)")
+    parser.add_argument("--short-steps", type=int, help="steps of the short identical training run (default: 4 on cpu, 50 on cuda)")
+    parser.add_argument("--json", help="where to save the results (default: benchmarks/results_<device>.json)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.exit(2, "run.py: error: --device cuda asked for, but CUDA is not available here\n")
+    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
+    header = dict(device=f"{device.type} ({name})", threads=torch.get_num_threads(), cpus=os.cpu_count(),
+                  torch=torch.__version__, native_bf16=native_bf16(device), reps=args.reps)
+    print(" | ".join(f"{k} {v}" for k, v in header.items()), flush=True)
+    results = dict(header=header)
+    peaks = {"float32": matmul_peak(device, torch.float32, args.reps),
+             "bfloat16": matmul_peak(device, torch.bfloat16, 1 if not native_bf16(device) else args.reps)}
+    results["matmul_peak_gflop_per_s"] = peaks
+    print(f"matrix-multiply peak: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.1f} GFLOP/s", flush=True)
+
+    if "data" not in args.skip:
+        results["data_pairs_per_s"] = bench_data(device, args.reps)
+        print("data (noisy/clean pairs per s, batch 32): " +
+              ", ".join(f"{n} px {v:,.0f}" for n, v in results["data_pairs_per_s"].items()), flush=True)
+    if "train" not in args.skip:
+        batch = 8 if device.type == "cpu" else 32
+        short_steps = args.short_steps or (4 if device.type == "cpu" else 50)
+        results["train_s1"] = bench_train(device, args.reps, batch, 1, peaks, args.compile, short_steps)
+        print(f"training, paper size, s = 1, batch {batch}:", flush=True)
+        for row in results["train_s1"]:
+            print("  " + _fmt(row), flush=True)
+        if device.type == "cuda":
+            results["paper_sweep_hours"] = projected_paper_sweep(device, args.reps)
+            for row in results["paper_sweep_hours"]:
+                print("  projected paper sweep: " + _fmt(row), flush=True)
+    if "inference" not in args.skip:
+        results["inference"] = bench_inference(device, args.reps, peaks)
+        print("inference, paper size, batch 5:", flush=True)
+        for row in results["inference"]:
+            print("  " + _fmt(row), flush=True)
+    if "quick" not in args.skip:
+        results["quick_preset"] = bench_quick(device)
+        print("quick preset: " + _fmt(results["quick_preset"]), flush=True)
+    if "paper" not in args.skip:
+        results["paper_evaluation"] = bench_paper_evaluation(device, native_bf16(device))
+        print("paper evaluation (six fake full-size checkpoints): " + _fmt(results["paper_evaluation"]), flush=True)
+    path = Path(args.json or ROOT / "benchmarks" / f"results_{device.type}.json")
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"saved {path}")
+
+
+def _fmt(row):
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+
+
+if __name__ == "__main__":
+    main()
