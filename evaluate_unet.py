@@ -167,8 +167,8 @@ def _download(paths, zenodo_url):
     except zenodo.ZenodoUnreachable as err:
         raise zenodo.ZenodoUnreachable(
             f"{err}; put {', '.join(path.name for path in paths)} from https://zenodo.org/records/{zenodo.RECORD} "
-            f"into {folder} by hand, or run the quick preset, which runs offline: "
-            f"python unet_circles.py --preset quick, then python evaluate_unet.py --preset quick"
+            f"into {folder} by hand, or see the effect offline with the quick preset's shipped weights: "
+            f"python evaluate_unet.py --preset quick"
         ) from None
 
 
