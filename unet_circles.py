@@ -388,6 +388,17 @@ def autocast(config, device):
     return torch.autocast(device.type, dtype=torch.bfloat16) if config.amp else nullcontext()
 
 
+def train_step(config, model, optimizer, noisy, clean, device):
+    """One optimizer step on the mean squared error; returns the detached loss."""
+    with autocast(config, device):
+        prediction = model(noisy)
+    loss = F.mse_loss(prediction.float(), clean)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def learning_rate(config, step, total_steps):
     """The learning rate of global step `step`: constant (the paper) or cosine decay to 0."""
     if config.lr_schedule == "cosine":
@@ -523,13 +534,7 @@ def train_model(config, scaling, reg, previous_reg, data, device, stop):
             first = step * config.batch_size + rank * share
             noisy, clean = batch(config, train_params, order[first : first + share], size,
                                  seed_of("noise", config.seed, epoch, step, rank), device)
-            with autocast(config, device):
-                prediction = model(noisy)
-            loss = F.mse_loss(prediction.float(), clean)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step_loss = loss.detach().double()
+            step_loss = train_step(config, model, optimizer, noisy, clean, device).double()
             if world > 1:  # the whole batch's loss
                 dist.all_reduce(step_loss)
                 step_loss /= world

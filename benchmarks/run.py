@@ -9,6 +9,7 @@ saved as JSON (benchmarks/results_<device>.json unless --json says otherwise). N
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.trunks import UNet, fold_for_inference  # noqa: E402
-from unet_circles import PAPER_WEIGHT_DECAYS, PRESETS, preset_config, weights_path  # noqa: E402
+from unet_circles import PAPER_WEIGHT_DECAYS, preset_config, train_step, weights_path  # noqa: E402
 from utils.circles import noisy_pairs, sample_circles  # noqa: E402
 from utils.weights import save_atomic  # noqa: E402
 
@@ -95,17 +96,19 @@ def bench_data(device, reps):
     return rows
 
 
-def train_step_fn(model, optimizer, x, y, amp, device):
-    def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            prediction = model(x)
-        loss = F.mse_loss(prediction.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss
+def trainer(scaling, device, channels_last, amp, compiled=False):
+    """A fresh seeded paper-size network, its Adam, and a step(noisy, clean) that runs the trainer's own step."""
+    config = dataclasses.replace(preset_config("paper"), amp=amp, channels_last=channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    torch.manual_seed(0)
+    net = UNet(scaling).to(device).to(memory_format=fmt)
+    model = torch.compile(net) if compiled else net
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
 
-    return step
+    def step(noisy, clean):
+        return train_step(config, model, optimizer, noisy.contiguous(memory_format=fmt), clean, device)
+
+    return net, step
 
 
 def training_modes(device, compile_too):
@@ -129,25 +132,15 @@ def bench_train(device, reps, batch, scaling, peaks, compile_too, short_steps):
         if amp and not native_bf16(device):
             rows.append(dict(mode=name, skipped="no native bfloat16 on this device: emulated, far slower than float32"))
             continue
-        torch.manual_seed(0)
-        net = UNet(scaling).to(device)
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        net = net.to(memory_format=fmt)
-        model = torch.compile(net) if compiled else net
-        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-        step = train_step_fn(model, optimizer, x.contiguous(memory_format=fmt), y, amp, device)
-        seconds, _ = timed(step, device, reps)
+        _, step = trainer(scaling, device, channels_last, amp, compiled)
+        seconds, _ = timed(lambda: step(x, y), device, reps)
         # A short identical run from the same initialisation on the same batches, then the test loss.
-        torch.manual_seed(0)
-        net = UNet(scaling).to(device).to(memory_format=fmt)
-        model = torch.compile(net) if compiled else net
-        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+        net, step = trainer(scaling, device, channels_last, amp, compiled)
         for i in range(short_steps):
-            xb, yb = noisy_pairs(params[i * batch : (i + 1) * batch], size, torch.Generator(device).manual_seed(100 + i))
-            train_step_fn(model, optimizer, xb.contiguous(memory_format=fmt), yb, amp, device)()
+            step(*noisy_pairs(params[i * batch : (i + 1) * batch], size, torch.Generator(device).manual_seed(100 + i)))
         net.eval()
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = F.mse_loss(net(test_x.contiguous(memory_format=fmt)).float(), test_y).item()
+            loss = F.mse_loss(net(test_x).float(), test_y).item()
         peak = peaks["bfloat16" if amp else "float32"]
         rows.append(dict(mode=name, images_per_s=batch / seconds, gflop_per_s=gflop * batch / seconds,
                          fraction_of_peak=gflop * batch / seconds / peak, test_loss=loss))
@@ -238,12 +231,9 @@ def projected_paper_sweep(device, reps):
     for name, channels_last, amp, _ in training_modes(device, False):
         hours = 0.0
         for s in (1, 2, 3):
-            torch.manual_seed(0)
-            fmt = torch.channels_last if channels_last else torch.contiguous_format
-            net = UNet(s).to(device).to(memory_format=fmt)
             x, y = noisy_pairs(torch.from_numpy(sample_circles(32, seed=s)).to(device), 128 * s, torch.Generator(device).manual_seed(0))
-            seconds, _ = timed(train_step_fn(net, torch.optim.Adam(net.parameters()), x.contiguous(memory_format=fmt), y, amp, device),
-                               device, reps)
+            _, step = trainer(s, device, channels_last, amp)
+            seconds, _ = timed(lambda: step(x, y), device, reps)
             hours += images[s] / (32 / seconds) / 3600
         rows.append(dict(mode=name, hours=hours))
     return rows
