@@ -2,10 +2,13 @@
 
 import csv
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -181,11 +184,34 @@ def test_speed_options_and_schedule_options_run(tmp_path):
     assert torch.isfinite(torch.tensor(log(tmp_path)[0]["test_loss"]))
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(args, attempts=2):
+    """torchrun with two processes on the loopback interface, by address: no host name needs to resolve.
+
+    A worker killed by a signal inside the gloo transport (seen once in CI, not reproducible in 40 local
+    runs) gets one more try, with a warning that shows what it printed; any other failure fails at once.
+    """
+    env = dict(ENV, GLOO_SOCKET_IFNAME="lo")
+    for attempt in range(attempts):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2",
+               "--master-addr=127.0.0.1", f"--master-port={free_port()}", "unet_circles.py", *args]
+        run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        killed = run.returncode != 0 and re.search(r"exitcode\s*:\s*-\d+ ", run.stderr)
+        if not killed or attempt == attempts - 1:
+            break
+        warnings.warn(f"torchrun worker killed by a signal, retrying once; it printed:\n{run.stderr[:3000]}")
+    # The head holds what the workers printed, the tail torchrun's summary of who failed.
+    assert run.returncode == 0, f"{run.stderr[:3000]}\n...\n{run.stderr[-1500:]}"
+    return run
+
+
 def test_torchrun_with_two_processes_ends_with_one_set_of_identical_weights(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "unet_circles.py",
-           *TINY, "--epochs", "2", "--out-dir", str(tmp_path)]
-    run = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
+    run = torchrun([*TINY, "--epochs", "2", "--fresh", "--out-dir", str(tmp_path)])  # a retry starts over
     assert "weights identical on all 2 processes" in run.stdout
     assert run.stdout.count("epoch 2:") == 1  # process 0 alone prints and writes
     stem = "size_orig_16_scaling_1_weight_decay_0.0"
