@@ -158,6 +158,7 @@ def _test_samples(config, circles_csv):
 def _download(paths, zenodo_url):
     """Fetch the missing paper checkpoints from Zenodo; a failure to connect says how to go on without."""
     folder = paths[0].parent
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -165,6 +166,8 @@ def _download(paths, zenodo_url):
     try:
         zenodo.fetch([path.name for path in paths], folder, zenodo_url)
     except zenodo.ZenodoUnreachable as err:
+        if created and not any(folder.iterdir()):  # nothing came: leave no empty folder behind
+            folder.rmdir()
         raise zenodo.ZenodoUnreachable(
             f"{err}; put {', '.join(path.name for path in paths)} from https://zenodo.org/records/{zenodo.RECORD} "
             f"into {folder} by hand, or see the effect offline with the quick preset's shipped weights: "

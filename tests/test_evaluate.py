@@ -13,7 +13,7 @@ import pytest
 import torch
 from fake_zenodo import FakeZenodo, closed_port_url, no_proxy  # noqa: F401 (autouse fixture)
 
-from evaluate_unet import FIGURES, NOISE_SEED, TEST_SAMPLES, evaluate, main
+from evaluate_unet import FIGURES, NOISE_SEED, TEST_SAMPLES, _download, evaluate, main
 from models.trunks import UNet
 from unet_circles import preset_config, weights_path
 from utils import zenodo
@@ -194,6 +194,14 @@ def test_no_network_says_what_to_do_and_exits_1(tmp_path):
     assert "cannot reach Zenodo at http://127.0.0.1:" in stderr
     assert f"into {tmp_path / 'w'} by hand" in stderr and "--preset quick" in stderr
     assert "size_orig_128_scaling_3_weight_decay_0.00011111111111111112_n_epochs_40.pt" in stderr
+    assert (tmp_path / "w").is_dir()  # the user's folder stays
+
+
+def test_no_network_leaves_no_weights_folder_it_made(tmp_path):
+    folder = tmp_path / "data" / "weights" / "paper"  # as the paper preset's default, not there yet
+    with pytest.raises(zenodo.ZenodoUnreachable, match="by hand"):
+        _download([folder / "a.pt"], closed_port_url())
+    assert not folder.exists() and (tmp_path / "data" / "weights").is_dir()
 
 
 def test_bad_md5_twice_exits_1_with_one_sentence(tmp_path):
