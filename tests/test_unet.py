@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.trunks import UNet, fold_for_inference
+from models.trunks import UNet, fft_conv, fold_for_inference
+from models.trunks.fft_conv import fft_conv2d, fft_tile
 from utils.weights import CheckpointError, checkpoint_name, load_state_dict, save_atomic
 
 # PAPER.md counts every element of the state dict, BatchNorm running statistics included.
@@ -175,3 +176,36 @@ def test_folded_inference_copy_computes_the_same_function(s):
         expected = model(x)
         torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
     assert model.state_dict().keys() == UNet(scaling=s, width=4, depth=2).state_dict().keys()  # original untouched
+
+
+@pytest.mark.parametrize("kernel, tile, size", [(9, 16, 40), (9, 32, 57), (6, 16, 23), (3, 8, 10)])
+def test_fft_convolution_equals_the_direct_one(kernel, tile, size):
+    torch.manual_seed(kernel + size)
+    x, weight, bias = torch.randn(2, 5, size, size + 3), torch.randn(7, 5, kernel, kernel), torch.randn(7)
+    expected = F.conv2d(x, weight, bias)  # output sizes not a multiple of the tile's valid part
+    out = fft_conv2d(x, weight, bias, tile)
+    assert out.shape == expected.shape
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5 * expected.abs().max().item())
+
+
+def test_fft_tiles_only_where_measured_faster():
+    assert [fft_tile(9, n, 64) for n in (384, 192, 96, 48, 24)] == [64, 32, 32, 16, None]
+    assert fft_tile(6, 256, 64) is None and fft_tile(3, 384, 64) is None  # s = 2 and 1: direct
+    assert fft_tile(9, 384, 1) is None and fft_tile(9, 96, 16) is None  # few channels: direct
+
+
+def test_folded_copy_with_fft_computes_the_same_function(monkeypatch):
+    calls = []
+    monkeypatch.setattr(fft_conv, "fft_conv2d", lambda *args: calls.append(args[-1]) or fft_conv2d(*args))
+    torch.manual_seed(3)
+    model = UNet(scaling=3, width=64, depth=1).eval()  # 64 channels at 48 px: two convs by FFT, tile 16
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # statistics that are not the identity
+            m.running_mean.uniform_(-0.1, 0.1), m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 1, 48, 48)
+    with torch.inference_mode():
+        expected = model(x)
+        out = fold_for_inference(model, fft=True)(x)
+    # inc's second conv (64 -> 64) and up1's two convs (128 -> 64 -> 64) at 48 px; inc's first has 1 channel in
+    assert calls == [16, 16, 16]
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
