@@ -65,8 +65,8 @@ class FFTConv2d(nn.Module):
         conv = self.conv
         kernel, (pad_h, pad_w) = conv.kernel_size[0], conv.padding
         tile = fft_tile(kernel, x.shape[-1] + 2 * pad_w - kernel + 1, min(conv.in_channels, conv.out_channels))
-        if tile is None or conv.kernel_size[0] != conv.kernel_size[1]:
-            return conv(x)
+        if tile is None or conv.kernel_size[0] != conv.kernel_size[1] or x.dtype != torch.float32:
+            return conv(x)  # also under bfloat16 autocast (--amp), which the FFT does not take
         mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
         x = F.pad(x.contiguous(), [pad_w, pad_w, pad_h, pad_h], mode=mode)
         return fft_conv2d(x, conv.weight, conv.bias, tile)
