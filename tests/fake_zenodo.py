@@ -8,6 +8,7 @@ User-Agent, so a test can tell which files were fetched, from where, by which cl
 import hashlib
 import json
 import re
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -90,9 +91,13 @@ def _handler(fake):
     return Handler
 
 
+def free_port():
+    """A loopback port nothing listens on: bound by the system's choice, then released."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def closed_port_url():
     """The address of a server that just shut down: connections are refused."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    server.server_close()
-    return url
+    return f"http://127.0.0.1:{free_port()}"

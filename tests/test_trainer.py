@@ -5,7 +5,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import warnings
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fake_zenodo import free_port
 from models.trunks import UNet
 from unet_circles import Config, build_parser, config_from_args, field_help, main, model_path, weights_path
 from utils.weights import load_checkpoint, load_state_dict
@@ -182,12 +182,6 @@ def test_speed_options_and_schedule_options_run(tmp_path):
     assert weights["inc.double_conv.2.num_batches_tracked"] == 3  # statistics re-estimated on 3 batches
     assert all(v.is_contiguous() and v.dtype in (torch.float32, torch.int64) for v in weights.values())
     assert torch.isfinite(torch.tensor(log(tmp_path)[0]["test_loss"]))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun(args, attempts=2):
