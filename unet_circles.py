@@ -41,7 +41,10 @@ from tqdm import tqdm
 from models.trunks import UNet
 from utils.circles import noisy_pairs, sample_circles, split
 from utils.metrics import edge_measures
-from utils.weights import CheckpointError, checkpoint_name, load_checkpoint, load_state_dict, save_atomic, weight_decay
+from utils.seeds import generator, seed_of
+from utils.stopping import stop_on_signals
+from utils.runs import checkpoint_name, weight_decay
+from utils.weights import CheckpointError, load_checkpoint, load_state_dict, save_atomic
 
 # ----------------------------------------------------------------------------------------------
 # Hyperparameters: the paper's values. Edit here, pick a preset, or override with --flags.
@@ -292,22 +295,6 @@ def write_text_atomic(path, text):
 # ----------------------------------------------------------------------------------------------
 # Data and randomness
 # ----------------------------------------------------------------------------------------------
-STREAMS = {"init": 0, "order": 1, "noise": 2, "test": 3, "bn": 4}  # independent streams of random draws
-
-
-def seed_of(stream, *keys):
-    """A seed for one stream of draws, e.g. seed_of("noise", seed, epoch, step, rank).
-
-    Every epoch's order and every step's noise have their own seed, so a run resumed at any step
-    draws exactly what an uninterrupted run draws, with no generator state to carry.
-    """
-    return int(np.random.SeedSequence([STREAMS[stream], *keys]).generate_state(1)[0])
-
-
-def generator(device, seed):
-    return torch.Generator(device).manual_seed(seed)
-
-
 def load_data(config, device):
     """Training circle parameters (samples, 5, 4) float64 on the device, and the fixed noisy test set.
 
@@ -349,30 +336,6 @@ def dist_world():
 
 def dist_rank():
     return int(os.environ.get("RANK", 0))
-
-
-class Stop:
-    """Set by SIGINT/SIGTERM: training stops after the current step and saves its state."""
-
-    signum = 0
-
-    def handle(self, signum, frame):
-        if self.signum:  # a second signal: stop at once; checkpoints are written atomically
-            raise KeyboardInterrupt
-        self.signum = signum
-        if dist_rank() == 0:
-            print(f"\n{signal.Signals(signum).name}: stopping after this step and saving (again to abort)", file=sys.stderr)
-
-
-@contextmanager
-def stop_on_signals():
-    stop = Stop()
-    previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def stopped(stop, device):
@@ -616,7 +579,7 @@ def main(argv=None):
         if world > 1:
             dist.barrier()  # the fresh start's old states are gone before any process looks
         data = load_data(config, device)
-        with stop_on_signals() as stop:
+        with stop_on_signals(announce=dist_rank() == 0) as stop:
             for scaling, reg, previous_reg in models(config):
                 signum = stopped(stop, device) or train_model(config, scaling, reg, previous_reg, data, device, stop)
                 if signum:

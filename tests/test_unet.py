@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from models.trunks import UNet, fft_conv, fold_for_inference
 from models.trunks.fft_conv import fft_conv2d, fft_tile
-from utils.weights import CheckpointError, checkpoint_name, load_state_dict, save_atomic
+from utils.runs import checkpoint_name
+from utils.weights import CheckpointError, load_state_dict, save_atomic
 
 # PAPER.md counts every element of the state dict, BatchNorm running statistics included.
 PAPER_COUNTS = {1: 17_277_395, 2: 69_043_187, 3: 155_319_507}

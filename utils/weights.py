@@ -1,40 +1,24 @@
-"""Checkpoint files: the authors' names, atomic writes and safe loading.
+"""Checkpoint files: atomic writes and safe loading.
 
 A weights file is a plain state dict, as in the authors' release, so files written by
 unet_circles.py and the published Zenodo files are interchangeable.
 """
 
-import os
-import pickle
-import zipfile
+import re
 from pathlib import Path
 
 import torch
+
+from .files import write_atomic
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and the problem."""
 
 
-def weight_decay(reg, scaling):
-    """The weight decay passed to Adam: reg / s^2, so the penalty has the same physical weight."""
-    return reg / scaling**2
-
-
-def checkpoint_name(size_orig, scaling, reg, n_epochs):
-    """The authors' file name, e.g. size_orig_128_scaling_2_weight_decay_0.00025_n_epochs_40.pt."""
-    return f"size_orig_{size_orig}_scaling_{scaling}_weight_decay_{weight_decay(reg, scaling)}_n_epochs_{n_epochs}.pt"
-
-
 def save_atomic(obj, path):
-    """torch.save to a temporary file in the same folder, then rename: a kill never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """torch.save under a temporary name, then rename: a kill never leaves half a checkpoint."""
+    write_atomic(path, lambda file: torch.save(obj, file))
 
 
 def load_checkpoint(path, map_location="cpu", mmap=False):
@@ -47,13 +31,15 @@ def load_checkpoint(path, map_location="cpu", mmap=False):
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported content"
-        raise CheckpointError(
-            f"checkpoint {path} holds more than tensors and was refused unread (weights_only=True): {first_line}"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({err}); delete it and rerun") from None
+    except Exception as err:  # torch raises KeyError, EOFError, RuntimeError, ... for damaged files
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if refused:  # a pickled object (code) in the file: it is not run, and never loaded unsafely here
+            raise CheckpointError(f"checkpoint {path} holds more than tensors (a pickled {refused.group(1)}) and was "
+                                  "refused unread; use the published weights or retrain") from None
+        size = path.stat().st_size
+        what = "an empty file" if size == 0 else f"{size:,} bytes that torch cannot read as a checkpoint"
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({what}); delete it, then download it "
+                              "again or retrain") from None
 
 
 def load_state_dict(model, path, map_location="cpu"):

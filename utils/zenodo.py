@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
 
-from tqdm import tqdm
+from .files import write_text_atomic
+from .progress import progress
 
 ZENODO_URL = "https://zenodo.org"  # base address; the ZENODO_URL environment variable overrides it
 RECORD = 7784039  # the authors' record: the U-net checkpoints of the paper
@@ -125,7 +126,7 @@ def _download_urllib(entry, part):
         with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
             if response.status != 206:
                 have = 0  # the server ignored the Range header and sends the whole file
-            with open(part, "ab" if have else "wb") as out, tqdm(
+            with open(part, "ab" if have else "wb") as out, progress(
                 total=entry.size, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=entry.name
             ) as bar:
                 while chunk := response.read(CHUNK):
@@ -149,9 +150,7 @@ def md5sum(path):
 def _add_to_manifest(dest_dir, name, digest):
     listed = _read_manifest(dest_dir)
     listed[name] = digest
-    tmp = dest_dir / f".{MANIFEST}.tmp{os.getpid()}"
-    tmp.write_text("".join(f"{md5}  {file}\n" for file, md5 in sorted(listed.items())))
-    os.replace(tmp, dest_dir / MANIFEST)
+    write_text_atomic(dest_dir / MANIFEST, "".join(f"{md5}  {file}\n" for file, md5 in sorted(listed.items())))
 
 
 def _read_manifest(dest_dir):
