@@ -15,11 +15,14 @@ on the truth's level before the jump and 1 on the level after it, whichever way 
 - PSNR and SSIM against the ground truth, with the truth's value range as data range.
 """
 
+import math
+
 import numpy as np
 
 MIN_JUMP = 0.1  # smallest ground-truth jump between neighbouring pixels that counts as an edge
 GAP = 3  # no other jump within GAP * s pixels of an edge: one kernel width (3s) of flat truth
 LOW, HIGH = 0.1, 0.9  # the rise width runs from the 10% to the 90% crossing
+BORDER = 3  # the interior leaves out BORDER * s pixels on every side: the prediction conv's reach (3s pixels)
 GROUND_TRUTH = "ground_truth"  # the reg value that marks the reference rows (truth against itself)
 
 
@@ -66,21 +69,27 @@ def _crossing(u, level, centre):
     return np.where(np.isfinite(distance.min(axis=1)), nearest, np.nan)
 
 
-def psnr(output, truth):
-    """Peak signal-to-noise ratio in dB; inf for a perfect output."""
+def psnr(output, truth, data_range=None):
+    """Peak signal-to-noise ratio in dB (data range: the truth's, unless given); inf for a perfect output."""
     from skimage.metrics import peak_signal_noise_ratio  # pulls in scipy.stats: a second of start-up, only when used
 
     truth = np.asarray(truth, dtype=np.float64)
     with np.errstate(divide="ignore"):
-        return float(peak_signal_noise_ratio(truth, np.asarray(output, np.float64), data_range=np.ptp(truth)))
+        return float(peak_signal_noise_ratio(truth, np.asarray(output, np.float64), data_range=data_range or np.ptp(truth)))
 
 
-def ssim(output, truth):
-    """Structural similarity (scikit-image's defaults: 7 x 7 window)."""
+def ssim(output, truth, data_range=None):
+    """Structural similarity (scikit-image's defaults: 7 x 7 window; data range: the truth's, unless given)."""
     from skimage.metrics import structural_similarity
 
     truth = np.asarray(truth, dtype=np.float64)
-    return float(structural_similarity(truth, np.asarray(output, np.float64), data_range=np.ptp(truth)))
+    return float(structural_similarity(truth, np.asarray(output, np.float64), data_range=data_range or np.ptp(truth)))
+
+
+def interior(image, scaling):
+    """The image without the band of BORDER * s pixels along its edges (the prediction conv's zero padding darkens it)."""
+    band = BORDER * scaling
+    return np.asarray(image)[..., band:-band, band:-band]
 
 
 def summary(output, truth, scaling):
@@ -95,3 +104,61 @@ def summary(output, truth, scaling):
         jump_ratio=float(np.median(jump_ratio)) if len(jump_ratio) else float("nan"),
         n_edges=len(rise_width),
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Over a test set: medians with 95% bootstrap intervals
+# ----------------------------------------------------------------------------------------------
+SET_MEASURES = ("jump_ratio", "rise_width_px", "rise_width_phys", "psnr", "psnr_interior", "ssim", "ssim_interior")
+N_BOOT = 2000  # bootstrap resamples
+LEVEL = 0.95  # coverage of the intervals
+
+
+def median_interval(values, groups=None, seed=0, n_boot=N_BOOT):
+    """(median, low, high): the median of values and its 95% percentile-bootstrap interval.
+
+    groups: the image each value belongs to (edges of one image are not independent); then whole
+    images are resampled and their edges pooled, as the median itself pools them. Seeded: the same
+    values give the same interval. inf values (a rise that never completes) count as the largest.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if not len(values):
+        return math.nan, math.nan, math.nan
+    groups = np.arange(len(values)) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
+    order = np.argsort(values, kind="stable")
+    values, groups = values[order], groups[order]
+    rng = np.random.default_rng(seed)
+    n_groups = groups.max() + 1
+    counts = rng.multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=n_boot)  # (n_boot, n_groups)
+    weights = np.cumsum(counts[:, groups], axis=1)  # (n_boot, n_values): resampled values up to each sorted one
+    # The (lower) median of each resample: the first sorted value at which half the weight is reached.
+    medians = values[np.argmax(2 * weights >= weights[:, -1:], axis=1)]
+    low, high = np.quantile(medians, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], method="inverted_cdf")
+    return float(np.median(values)), float(low), float(high)
+
+
+def set_summary(outputs, truths, scaling, seed=0):
+    """One row of metrics_summary.csv for outputs (n, H, W) against truths (n, H, W) at resolution factor s.
+
+    Edge measures are pooled over every edge of every image; PSNR and SSIM are per image, on the whole
+    image and on its interior. Each measure gets its median and the interval as NAME_low, NAME_high.
+    """
+    per_edge = {"jump_ratio": [], "rise_width_px": [], "image": []}
+    per_image = {name: [] for name in ("psnr", "psnr_interior", "ssim", "ssim_interior")}
+    for i, (output, truth) in enumerate(zip(outputs, truths)):
+        width, ratio = edge_measures(output, truth, scaling)
+        per_edge["rise_width_px"].append(width)
+        per_edge["jump_ratio"].append(ratio)
+        per_edge["image"].append(np.full(len(width), i))
+        data_range = np.ptp(truth)
+        per_image["psnr"].append(psnr(output, truth, data_range))
+        per_image["ssim"].append(ssim(output, truth, data_range))
+        per_image["psnr_interior"].append(psnr(interior(output, scaling), interior(truth, scaling), data_range))
+        per_image["ssim_interior"].append(ssim(interior(output, scaling), interior(truth, scaling), data_range))
+    edges = {name: np.concatenate(values) for name, values in per_edge.items()}
+    edges["rise_width_phys"] = edges["rise_width_px"] / np.shape(truths)[-1]  # in units of the image width
+    row = dict(n_images=len(outputs), n_edges=len(edges["image"]))
+    for name in SET_MEASURES:
+        values, groups = (edges[name], edges["image"]) if name in edges else (per_image[name], None)
+        row[name], row[f"{name}_low"], row[f"{name}_high"] = median_interval(values, groups, seed)
+    return row

@@ -19,7 +19,7 @@ PAPER_DEPTH = 4  # number of down-steps (and up-steps)
 class UNet(nn.Module):
     """U-net for one-channel images whose kernels cover the same physical area at every scaling."""
 
-    def __init__(self, scaling=1, width=PAPER_WIDTH, depth=PAPER_DEPTH):
+    def __init__(self, scaling=1, width=PAPER_WIDTH, depth=PAPER_DEPTH, in_channels=1):
         super().__init__()
         if scaling < 1 or depth < 1 or width < 2:
             raise ValueError(f"UNet needs scaling >= 1, depth >= 1 and width >= 2, got {scaling}, {depth}, {width}")
@@ -28,7 +28,7 @@ class UNet(nn.Module):
         # Channels after inc, down1, ..., down{depth}; the last down-step does not double
         # because bilinear upsampling keeps channels (the authors' `factor = 2`).
         channels = [width * 2**i for i in range(depth)] + [width * 2 ** (depth - 1)]
-        self.inc = DoubleConv(1, width, scaling=scaling)
+        self.inc = DoubleConv(in_channels, width, scaling=scaling)  # 1: a grey image; more: e.g. the deep image prior's input
         for i in range(1, depth + 1):
             setattr(self, f"down{i}", Down(channels[i - 1], channels[i], scaling=scaling))
         for j in range(1, depth + 1):
@@ -42,7 +42,7 @@ class UNet(nn.Module):
         """Input height and width must be multiples of this (one halving per down-step)."""
         return 2**self.depth
 
-    def forward(self, x):  # (B, 1, H, W)
+    def forward(self, x):  # (B, in_channels, H, W)
         height, width = x.shape[-2:]
         if height % self.multiple or width % self.multiple:
             raise ValueError(
