@@ -2,8 +2,8 @@
 
 The same network is trained at resolution factors s = 1, 2, 3 (images size_orig * s wide, kernels
 3s wide) and several weight decays; Adam gets weight_decay = reg / s^2. Hyperparameters stand in
-the block below (the `paper` preset); named presets change some of them and every one can be
-overridden on the command line, e.g.
+the Config block below (the paper's values). A named preset (PRESETS, just below the block) replaces
+some of them, and every one can be overridden on the command line: Config < preset < flags.
 
     python unet_circles.py --preset quick
     python unet_circles.py --scalings 3 --weight-decays 1e-3      # exactly one model
@@ -12,7 +12,7 @@ overridden on the command line, e.g.
 Per model (s, reg) the run folder gets the weights at every checkpoint epoch as a plain state dict
 in the authors' naming (size_orig_128_scaling_1_weight_decay_0.001_n_epochs_40.pt), and, under the
 same name without `_n_epochs_E`, a training state (.state.pt, the newest only: what a rerun resumes
-from), a log (.csv) and the config (.json).
+from), a log (.csv) and the config (.json) that lets evaluate_unet.py rebuild the model (utils/runs.py).
 """
 
 import argparse
@@ -24,10 +24,8 @@ import json
 import math
 import os
 import re
-import signal
 import sys
 import time
-from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal, get_args, get_origin
@@ -36,14 +34,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from models.trunks import UNet
-from utils.circles import noisy_pairs, sample_circles, split
+from utils.circles import noisy_pairs, sample_circles, split, test_pairs
+from utils.device import DeviceError, autocast, pick_device, warn_if_slow_amp
+from utils.files import write_text_atomic
 from utils.metrics import edge_measures
+from utils.progress import progress
+from utils.runs import ModelFiles, weight_decay
 from utils.seeds import generator, seed_of
 from utils.stopping import stop_on_signals
-from utils.runs import checkpoint_name, weight_decay
 from utils.weights import CheckpointError, load_checkpoint, load_state_dict, save_atomic
 
 # ----------------------------------------------------------------------------------------------
@@ -130,13 +130,23 @@ def field_help():
     return dict(comments)
 
 
-def build_parser():
-    helps = field_help()
-    paper = Config()
+def shown_default(config, name):
+    """A field's value as --help shows it."""
+    value = getattr(config, name)
+    if name == "weight_decays":
+        return "; ".join(f"s = {s}: {' '.join(map(str, regs))}" for s, regs in sorted(value.items()))
+    return " ".join(map(str, value)) if isinstance(value, tuple) else value
+
+
+def build_parser(preset="paper"):
+    """The command line; --help shows the values of `preset` (the one named on the command line)."""
+    helps, shown = field_help(), preset_config(preset)
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Train the U-net of Habring & Holler on random circles. Values: Config defaults "
-        "(the paper's) < --preset < flags. A rerun resumes every model from its newest checkpoint.",
+        description="Train the U-net of Habring & Holler on random circles. Where values come from: the Config "
+        f"block at the top of {PROG} (the paper's), replaced by the chosen preset's (PRESETS, below the block: "
+        "a preset wins over an edit of the block), replaced by flags. A rerun resumes every model from its state.",
+        epilog=f"[values shown: preset {preset}; give --preset NAME --help for another]",
     )
     changed = {name: ", ".join(values) or "nothing" for name, values in PRESETS.items()}
     parser.add_argument("--preset", choices=list(PRESETS), default="paper",
@@ -144,13 +154,8 @@ def build_parser():
     parser.add_argument("--fresh", action="store_true",
                         help="start every chosen model over, deleting its old checkpoints and log")
     for f in fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(paper, f.name)
-        if f.name == "weight_decays":
-            default = " ".join(map(str, default[1])) + " at s = 1, ..."
-        elif isinstance(default, tuple):
-            default = " ".join(map(str, default))
-        kwargs = dict(default=argparse.SUPPRESS, help=f"{helps[f.name]} [default: {default}]".replace("%", "%%"))
+        help_text = f"{helps[f.name]} [{preset}: {shown_default(shown, f.name)}]".replace("%", "%%")
+        kwargs = dict(default=argparse.SUPPRESS, help=help_text)
         if f.type is bool:
             kwargs.update(action=argparse.BooleanOptionalAction)
         elif get_origin(f.type) is Literal:
@@ -161,8 +166,16 @@ def build_parser():
             kwargs.update(nargs="+", type=get_args(f.type)[0])
         else:
             kwargs.update(type=f.type)
-        parser.add_argument(flag, **kwargs)
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
     return parser
+
+
+def parse_args(argv=None):
+    """The command line, parsed by a parser whose --help shows the values of the preset it names."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--preset", default="paper")
+    preset = early.parse_known_args(argv)[0].preset
+    return build_parser(preset if preset in PRESETS else "paper").parse_args(argv)
 
 
 def config_from_args(args):
@@ -176,21 +189,6 @@ def config_from_args(args):
         table = values.get("weight_decays", PAPER_WEIGHT_DECAYS)
         values["weight_decays"] = {s: tuple(table.get(s, ())) for s in values["scalings"]}
     return Config(**values)
-
-
-def pick_device(name):
-    """The device called `name`; auto means cuda if available, else mps, else cpu."""
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if name == "auto":
-        name = "cuda" if cuda else "mps" if mps else "cpu"
-    if name == "cuda" and not cuda:
-        raise ConfigError("--device cuda was asked for but CUDA is not available here (CPU-only PyTorch or no GPU); "
-                          "use --device cpu or auto")
-    if name == "mps" and not mps:
-        raise ConfigError("--device mps was asked for but MPS is not available here; use --device cpu or auto")
-    if name == "cuda" and dist_world() > 1:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device(name)
 
 
 def check_config(config, world_size=1):
@@ -221,32 +219,34 @@ def check_config(config, world_size=1):
     for holds, sentence in limits:
         if not holds:
             raise ConfigError(sentence)
-    device = pick_device(config.device)
+    device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
     if world_size > 1 and device.type not in ("cpu", "cuda"):
         raise ConfigError(f"torchrun needs --device cpu or cuda, got {device.type}")
-    out = Path(config.out_dir)
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    if not existing.is_dir():
-        raise ConfigError(f"output folder {out} cannot be made because {existing} is a file; choose another --out-dir")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"output folder {out} cannot be written ({existing} is not writable); choose another --out-dir")
+    check_writable(config.out_dir)
     return device
 
 
+def check_writable(folder):
+    """The run folder can be made and written: its nearest existing ancestor is a writable folder."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists()) if (folder := Path(folder)) else folder
+    if not existing.is_dir():
+        raise ConfigError(f"output folder {folder} cannot be made because {existing} is a file; choose another --out-dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"output folder {folder} cannot be written ({existing} is not writable); choose another --out-dir")
+
+
 # ----------------------------------------------------------------------------------------------
-# Files of a run: the authors' weights names, and per model a training state, a log, a config.
+# The run folder (utils/runs.py): per model the authors' weights names, a training state, a log, a config.
 # ----------------------------------------------------------------------------------------------
 
 
-def weights_path(config, scaling, reg, epoch=None):
-    """The weights file of model (scaling, reg) after `epoch` epochs (default: the last)."""
-    return Path(config.out_dir) / checkpoint_name(config.size_orig, scaling, reg, epoch or config.epochs)
+def model_files(config, scaling, reg):
+    return ModelFiles(Path(config.out_dir), config.size_orig, scaling, reg, config.epochs)
 
 
-def model_path(config, scaling, reg, suffix):
-    """A per-model file: the weights name without `_n_epochs_E`, e.g. ..._weight_decay_0.001.csv."""
-    stem = checkpoint_name(config.size_orig, scaling, reg, 0).removesuffix("_n_epochs_0.pt")
-    return Path(config.out_dir) / (stem + suffix)
+def config_record(config, scaling, reg):
+    """One model's config as its .json and training state hold it: every Config value, its scaling and reg."""
+    return dict(asdict(config), scaling=scaling, reg=reg)
 
 
 def models(config):
@@ -257,46 +257,65 @@ def models(config):
             yield s, reg, regs[i - 1] if i else None
 
 
-def read_state(config, scaling, reg, mmap=False):
-    """The model's training state, or None; a state of another config is a ConfigError."""
-    path, final = model_path(config, scaling, reg, ".state.pt"), weights_path(config, scaling, reg)
-    if not path.exists():
-        if final.exists():  # not this trainer's (a download?): never overwrite it unasked
-            raise ConfigError(f"{final} exists without the training state {path.name} next to it; "
-                              "use --fresh to overwrite it or another --out-dir")
-        return None
-    state = load_checkpoint(path, mmap=mmap)
-    saved, now = state["config"], dict(asdict(config), scaling=scaling, reg=reg)
-    for name, value in now.items():
-        if name not in RESUMABLE_CHANGES and saved.get(name) != value:
-            raise ConfigError(f"checkpoint {path} was trained with {name} = {saved.get(name)!r}, this command has "
-                              f"{value!r}; use --fresh to start over or another --out-dir")
-    return state
+LOG_COLUMNS = ("epoch", "train_loss", "test_loss", "jump_ratio", "rise_width_px", "weight_norm2", "seconds",
+               "images_per_s")
 
 
-LOG_COLUMNS = ("epoch", "train_loss", "test_loss", "jump_ratio", "rise_width_px", "seconds", "images_per_s")
+@dataclass
+class TrainingState:
+    """Where one model's training stands, what a rerun resumes from: saved whole, atomically, as .state.pt."""
 
+    epochs_done: int = 0
+    steps_done: int = 0  # steps of the next epoch already taken (a stop mid-epoch)
+    loss_sum: float = 0.0  # their summed training loss
+    seconds: float = 0.0  # their training time
+    history: list = field(default_factory=list)  # the log's rows, one per finished epoch
+    model: dict = None  # the network's state dict
+    optimizer: dict = None  # Adam's state dict
 
-def write_log(path, history):
-    """The per-epoch log as CSV, rewritten whole so it always matches the training state."""
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(LOG_COLUMNS))
-    writer.writeheader()
-    writer.writerows(history)
-    write_text_atomic(path, text.getvalue())
+    @classmethod
+    def read(cls, config, scaling, reg, mmap=False):
+        """The model's saved state, or a fresh one; a state of another config is a ConfigError."""
+        files = model_files(config, scaling, reg)
+        if not files.state.exists():
+            if files.weights().exists():  # not this trainer's (a download?): never overwrite it unasked
+                raise ConfigError(f"{files.weights()} exists without the training state {files.state.name} next to it; "
+                                  "use --fresh to overwrite it or another --out-dir")
+            return cls()
+        saved = load_checkpoint(files.state, mmap=mmap)
+        now = config_record(config, scaling, reg)
+        for name, value in now.items():
+            if name not in RESUMABLE_CHANGES and saved["config"].get(name) != value:
+                raise ConfigError(f"checkpoint {files.state} was trained with {name} = {saved['config'].get(name)!r}, "
+                                  f"this command has {value!r}; use --fresh to start over or another --out-dir")
+        return cls(**{f.name: saved[f.name] for f in fields(cls)})
 
+    def save(self, config, scaling, reg, net, optimizer, weights):
+        """The state a rerun resumes from, and at epoch ends (weights=True) the weights in the authors' naming."""
+        files = model_files(config, scaling, reg)
+        self.model = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+        self.optimizer = optimizer.state_dict()
+        if weights:
+            save_atomic(self.model, files.weights(self.epochs_done))
+        save_atomic(dict(asdict(self), config=config_record(config, scaling, reg)), files.state)
+        self.model = self.optimizer = None  # the live network and optimizer hold them
 
-def write_text_atomic(path, text):
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    def write_log(self, path):
+        """The per-epoch log as CSV, rewritten whole so it always matches the state."""
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(LOG_COLUMNS))
+        writer.writeheader()
+        writer.writerows(self.history)
+        write_text_atomic(path, text.getvalue())
 
 
 # ----------------------------------------------------------------------------------------------
-# Data and randomness
+# Data: circle parameters, rasterised per batch with fresh noise; a fixed noisy test set.
 # ----------------------------------------------------------------------------------------------
+
+
 def load_data(config, device):
-    """Training circle parameters (samples, 5, 4) float64 on the device, and the fixed noisy test set.
+    """Training circle parameters (samples, 5, 4) float64 on the device, and the test split's first test_samples.
 
     The images are rasterised per batch on the device from the parameters; the test set's noise is
     drawn once on the CPU so its test loss is the same set on every device.
@@ -304,15 +323,13 @@ def load_data(config, device):
     train, test = split(sample_circles(config.n_samples, seed=config.data_seed))
     # MPS has no float64, which the rasteriser's exact floors need; there the CPU rasterises.
     data_device = torch.device("cpu") if device.type == "mps" else device
-    train = torch.from_numpy(train[: config.samples]).to(data_device)
-    test = torch.from_numpy(test[: config.test_samples])
-    return train, test
+    return torch.from_numpy(train[: config.samples]).to(data_device), torch.from_numpy(test[: config.test_samples])
 
 
 def test_set(config, test_params, scaling, device):
-    size = config.size_orig * scaling
-    noisy, clean = noisy_pairs(test_params, size, generator("cpu", seed_of("test", config.data_seed)), config.sigma_noise)
-    return noisy.to(device), clean.to(device)  # (T, 1, N, N) each
+    """The fixed noisy test images and their truth (T, 1, N, N); the evaluator draws the same (evaluate_unet.py)."""
+    noisy, clean = test_pairs(test_params, config.size_orig * scaling, config.sigma_noise, config.data_seed)
+    return noisy.to(device), clean.to(device)
 
 
 def batch(config, params, index, size, noise_seed, device):
@@ -347,13 +364,9 @@ def stopped(stop, device):
     return int(signum.item())
 
 
-def autocast(config, device):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if config.amp else nullcontext()
-
-
 def train_step(config, model, optimizer, noisy, clean, device):
     """One optimizer step on the mean squared error; returns the detached loss."""
-    with autocast(config, device):
+    with autocast(config.amp, device):
         prediction = model(noisy)
     loss = F.mse_loss(prediction.float(), clean)
     optimizer.zero_grad(set_to_none=True)
@@ -380,7 +393,7 @@ def test_metrics(config, net, test, scaling, device):
         x, truth = noisy[i : i + config.batch_size], clean[i : i + config.batch_size]
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(config, device):
+        with autocast(config.amp, device):
             prediction = net(x).float()
         total += F.mse_loss(prediction, truth, reduction="sum").item()
         for output, target in zip(prediction[:, 0].cpu().numpy(), truth[:, 0].cpu().numpy()):
@@ -391,6 +404,11 @@ def test_metrics(config, net, test, scaling, device):
     widths, ratios = np.concatenate(widths), np.concatenate(ratios)
     return dict(test_loss=total / clean.numel(), jump_ratio=float(np.median(ratios)) if len(ratios) else math.nan,
                 rise_width_px=float(np.median(widths)) if len(widths) else math.nan)
+
+
+def weight_norm2(net):
+    """The squared L2 norm of what weight decay acts on: every parameter Adam updates (convs and BatchNorms)."""
+    return sum(float(p.detach().double().square().sum()) for p in net.parameters())
 
 
 def recalibrate_bn(config, net, params, size, device):
@@ -407,7 +425,7 @@ def recalibrate_bn(config, net, params, size, device):
             index = torch.randint(len(params), (config.batch_size,), generator=order).to(params.device)
             yield batch(config, params, index, size, seed_of("bn", config.seed, i + 1), device)[0]
 
-    with autocast(config, device):
+    with autocast(config.amp, device):
         torch.optim.swa_utils.update_bn(inputs(), net)
 
 
@@ -419,129 +437,173 @@ def checksum(net):
     return digest.hexdigest()[:16]
 
 
+@dataclass
+class ModelRun:
+    """One model (scaling, reg) in training: what every step needs."""
+
+    config: Config
+    scaling: int
+    reg: float
+    params: torch.Tensor  # the training circle parameters (samples, 5, 4)
+    device: torch.device
+    net: UNet = None
+    optimizer: torch.optim.Optimizer = None
+    step: torch.nn.Module = None  # what runs a step: the net, or the net wrapped by DDP / torch.compile
+
+    @property
+    def name(self):
+        return f"s={self.scaling} reg={self.reg}"
+
+    @property
+    def files(self):
+        return model_files(self.config, self.scaling, self.reg)
+
+    @property
+    def steps(self):
+        return len(self.params) // self.config.batch_size  # an incomplete last batch is dropped; 8,000 / 32 has none
+
+    def build(self, previous_reg, state):
+        """The network and its Adam from the state, the previous reg's weights (--warm-start) or a seeded init;
+        returns how it started."""
+        config = self.config
+        torch.manual_seed(seed_of("init", config.seed))
+        self.net = UNet(self.scaling, config.width, config.depth)
+        if state.model is not None:
+            self.net.load_state_dict(state.model)
+            start = f"resuming at epoch {state.epochs_done + 1}, step {state.steps_done}"
+        elif config.warm_start and previous_reg is not None:
+            previous = model_files(config, self.scaling, previous_reg).weights()
+            load_state_dict(self.net, previous)
+            start = f"warm start from {previous}"
+        else:
+            start = "fresh init"
+        self.net.to(self.device)
+        if config.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, weight_decay=weight_decay(self.reg, self.scaling))
+        if state.optimizer is not None:
+            self.optimizer.load_state_dict(state.optimizer)
+        state.model = state.optimizer = None  # from here on the live network and optimizer hold them
+        self.step = self.net
+        if dist_world() > 1:
+            # Plain per-process BatchNorm: each process normalises its own share of the batch, and
+            # DDP copies process 0's running statistics to all before every forward pass.
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.step = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+        if config.compile:
+            self.step = torch.compile(self.step)
+        return start
+
+    def save(self, state, weights):
+        if dist_rank() == 0:
+            state.save(self.config, self.scaling, self.reg, self.net, self.optimizer, weights)
+
+
+def train_epoch(run, epoch, state, stop):
+    """The steps of one epoch from state.steps_done on; returns (signal number or 0, images/s).
+
+    state.steps_done, loss_sum and seconds are updated at the end, or where a signal stops the
+    epoch, so they are ready to save.
+    """
+    config, rank, world = run.config, dist_rank(), dist_world()
+    share = config.batch_size // world  # this process's images of every batch
+    order = torch.randperm(len(run.params), generator=generator("cpu", seed_of("order", config.seed, epoch)))
+    order = order.to(run.params.device)
+    running = torch.tensor(state.loss_sum, dtype=torch.float64, device=run.device)  # on the device: no sync a step
+    tic, images, signum, step = time.perf_counter(), 0, 0, state.steps_done - 1
+    bar = progress(total=run.steps, initial=state.steps_done, desc=f"{run.name} epoch {epoch}/{config.epochs}",
+                   unit="step", disable=rank != 0, leave=False)
+    for step in range(state.steps_done, run.steps):
+        for group in run.optimizer.param_groups:
+            group["lr"] = learning_rate(config, (epoch - 1) * run.steps + step, config.epochs * run.steps)
+        first = step * config.batch_size + rank * share
+        noisy, clean = batch(config, run.params, order[first : first + share], config.size_orig * run.scaling,
+                             seed_of("noise", config.seed, epoch, step, rank), run.device)
+        step_loss = train_step(config, run.step, run.optimizer, noisy, clean, run.device).double()
+        if world > 1:  # the whole batch's loss
+            dist.all_reduce(step_loss)
+            step_loss /= world
+        running += step_loss
+        images += config.batch_size
+        bar.update()
+        if step % 10 == 0 or step == run.steps - 1:
+            bar.set_postfix(loss=f"{step_loss.item():.4g}", img_s=f"{images / (time.perf_counter() - tic):.1f}")
+        signum = stopped(stop, run.device)
+        if signum:
+            break
+    bar.close()
+    elapsed = time.perf_counter() - tic
+    state.steps_done, state.loss_sum, state.seconds = step + 1, running.item(), state.seconds + elapsed
+    return signum, images / elapsed
+
+
+def end_epoch(run, epoch, state, test, images_per_s):
+    """After an epoch's last step: BatchNorm recalibration (after the last epoch), the log row and line."""
+    config = run.config
+    if epoch == config.epochs and config.bn_recalibration:
+        recalibrate_bn(config, run.net, run.params, config.size_orig * run.scaling, run.device)
+    if dist_rank() == 0:
+        train_loss = state.loss_sum / run.steps
+        row = dict(epoch=epoch, train_loss=train_loss, **test_metrics(config, run.net, test, run.scaling, run.device),
+                   weight_norm2=weight_norm2(run.net), seconds=round(state.seconds, 3), images_per_s=round(images_per_s, 2))
+        state.history.append(row)
+        state.write_log(run.files.log)
+        print(f"{run.name} epoch {epoch}: train loss {train_loss:.6f}, test loss {row['test_loss']:.6f}, jump ratio "
+              f"{row['jump_ratio']:.3f}, {row['images_per_s']:.1f} img/s, {state.seconds:.1f} s", flush=True)
+    state.epochs_done, state.steps_done, state.loss_sum, state.seconds = epoch, 0, 0.0, 0.0
+    run.save(state, weights=epoch % config.checkpoint_every == 0 or epoch == config.epochs)
+
+
+def announce(run, start, state):
+    """The model's first line, and at a fresh start its config (.json: what the evaluator rebuilds it from)."""
+    if dist_rank() != 0:
+        return
+    config, world = run.config, dist_world()
+    size, n_params = config.size_orig * run.scaling, sum(p.numel() for p in run.net.parameters())
+    print(f"{run.name}: {n_params:,} parameters, {size}x{size} px, Adam weight decay {weight_decay(run.reg, run.scaling)}, "
+          f"{start}, on {run.device}" + (f" x {world} processes" if world > 1 else ""), flush=True)
+    if not state.epochs_done and not state.steps_done:
+        record = dict(config_record(config, run.scaling, run.reg), start=start, world_size=world)
+        write_text_atomic(run.files.config, json.dumps(record, indent=2) + "\n")
+
+
+def check_replicas(run):
+    """After DDP: process 0's BatchNorm statistics everywhere, and the same weights on every process."""
+    for buffer in run.net.buffers():
+        dist.broadcast(buffer, 0)
+    sums = [None] * dist_world()
+    dist.all_gather_object(sums, checksum(run.net))
+    if len(set(sums)) != 1:
+        raise RuntimeError(f"{run.name}: the processes ended with different weights: {sums}")
+    if dist_rank() == 0:
+        print(f"{run.name}: weights identical on all {dist_world()} processes (sha256 {sums[0]})")
+
+
 def train_model(config, scaling, reg, previous_reg, data, device, stop):
     """Train one model (scaling, reg), resuming from its training state; returns a signal number or 0."""
-    rank, world = dist_rank(), dist_world()
     train_params, test_params = data
-    size = config.size_orig * scaling
-    name = f"s={scaling} reg={reg}"
-    state = read_state(config, scaling, reg)
-    if state is not None and state["epochs_done"] == config.epochs:  # finished earlier
-        if rank == 0:
-            print(f"{name}: already trained, {weights_path(config, scaling, reg)}")
+    run = ModelRun(config, scaling, reg, train_params, device)
+    state = TrainingState.read(config, scaling, reg)
+    if state.epochs_done == config.epochs:  # finished earlier
+        if dist_rank() == 0:
+            print(f"{run.name}: already trained, {run.files.weights()}")
         return 0
-
-    torch.manual_seed(seed_of("init", config.seed))
-    net = UNet(scaling, config.width, config.depth)
-    if state is not None:
-        net.load_state_dict(state["model"])
-        start = f"resuming at epoch {state['epochs_done'] + 1}, step {state['steps_done']}"
-    elif config.warm_start and previous_reg is not None:
-        load_state_dict(net, weights_path(config, scaling, previous_reg))
-        start = f"warm start from {weights_path(config, scaling, previous_reg)}"
-    else:
-        start = "fresh init"
-    net.to(device)
-    if config.channels_last:
-        net.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=weight_decay(reg, scaling))
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    model = net
-    if world > 1:
-        # Plain per-process BatchNorm: each process normalises its own share of the batch, and
-        # DDP copies process 0's running statistics to all before every forward pass.
-        device_ids = [device.index] if device.type == "cuda" else None
-        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=device_ids)
-    if config.compile:
-        model = torch.compile(model)
-
+    announce(run, run.build(previous_reg, state), state)
     test = test_set(config, test_params, scaling, device)
-    history = state["history"] if state else []
-    epochs_done, steps_done = (state["epochs_done"], state["steps_done"]) if state else (0, 0)
-    loss_sum, seconds = (state["loss_sum"], state["seconds"]) if state else (0.0, 0.0)
-    del state
-    steps = len(train_params) // config.batch_size  # an incomplete last batch is dropped; 8,000 / 32 has none
-    share = config.batch_size // world  # this process's images of every batch
-    if rank == 0:
-        n_params = sum(p.numel() for p in net.parameters())
-        print(f"{name}: {n_params:,} parameters, {size}x{size} px, Adam weight decay {weight_decay(reg, scaling)}, "
-              f"{start}, on {device}" + (f" x {world} processes" if world > 1 else ""), flush=True)
-        if not epochs_done and not steps_done:  # the config of the run that made this model
-            record = dict(asdict(config), scaling=scaling, reg=reg, start=start, world_size=world)
-            write_text_atomic(model_path(config, scaling, reg, ".json"), json.dumps(record, indent=2) + "\n")
-
-    def save(epochs_done, steps_done, loss_sum, seconds, weights):
-        """Weights in the authors' naming (at epoch ends), then the state a rerun resumes from."""
-        if rank != 0:
-            return
-        model_state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-        if weights:
-            save_atomic(model_state, weights_path(config, scaling, reg, epochs_done))
-        state = dict(model=model_state, optimizer=optimizer.state_dict(), epochs_done=epochs_done,
-                     steps_done=steps_done, loss_sum=loss_sum, seconds=seconds, history=history,
-                     config=dict(asdict(config), scaling=scaling, reg=reg))
-        save_atomic(state, model_path(config, scaling, reg, ".state.pt"))
-
-    net.train()
-    for epoch in range(epochs_done + 1, config.epochs + 1):
-        order = torch.randperm(len(train_params), generator=generator("cpu", seed_of("order", config.seed, epoch)))
-        order = order.to(train_params.device)
-        running = torch.tensor(loss_sum, dtype=torch.float64, device=device)  # on the device: no sync a step
-        bar = tqdm(total=steps, initial=steps_done, desc=f"{name} epoch {epoch}/{config.epochs}", unit="step",
-                   disable=rank != 0, leave=False, dynamic_ncols=True)
-        tic, images = time.perf_counter(), 0
-        for step in range(steps_done, steps):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, (epoch - 1) * steps + step, config.epochs * steps)
-            first = step * config.batch_size + rank * share
-            noisy, clean = batch(config, train_params, order[first : first + share], size,
-                                 seed_of("noise", config.seed, epoch, step, rank), device)
-            step_loss = train_step(config, model, optimizer, noisy, clean, device).double()
-            if world > 1:  # the whole batch's loss
-                dist.all_reduce(step_loss)
-                step_loss /= world
-            running += step_loss
-            images += config.batch_size
-            bar.update()
-            if rank == 0 and (step % 10 == 0 or step == steps - 1):
-                bar.set_postfix(loss=f"{step_loss.item():.4g}", img_s=f"{images / (time.perf_counter() - tic):.1f}")
-            signum = stopped(stop, device)
-            if signum:
-                bar.close()
-                save(epoch - 1, step + 1, running.item(), seconds + time.perf_counter() - tic, weights=False)
-                if rank == 0:
-                    print(f"{name}: stopped in epoch {epoch} after step {step + 1}/{steps}; state saved to "
-                          f"{model_path(config, scaling, reg, '.state.pt')}; rerun the same command to resume")
-                return signum
-        bar.close()
-        if epoch == config.epochs and config.bn_recalibration:
-            recalibrate_bn(config, net, train_params, size, device)
-        elapsed = time.perf_counter() - tic
-        seconds += elapsed
-        train_loss = running.item() / steps
-        if rank == 0:
-            row = dict(epoch=epoch, train_loss=train_loss, **test_metrics(config, net, test, scaling, device),
-                       seconds=round(seconds, 3), images_per_s=round(images / elapsed, 2))
-            history.append(row)
-            write_log(model_path(config, scaling, reg, ".csv"), history)
-            print(f"{name} epoch {epoch}: train loss {train_loss:.6f}, test loss {row['test_loss']:.6f}, "
-                  f"jump ratio {row['jump_ratio']:.3f}, {row['images_per_s']:.1f} img/s, {seconds:.1f} s", flush=True)
-        if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
-            save(epoch, 0, 0.0, 0.0, weights=True)
-        steps_done, loss_sum, seconds = 0, 0.0, 0.0
-
-    if world > 1:
-        for buffer in net.buffers():  # process 0's BatchNorm statistics are the ones saved
-            dist.broadcast(buffer, 0)
-        sums = [None] * world
-        dist.all_gather_object(sums, checksum(net))
-        if len(set(sums)) != 1:
-            raise RuntimeError(f"{name}: the processes ended with different weights: {sums}")
-        if rank == 0:
-            print(f"{name}: weights identical on all {world} processes (sha256 {sums[0]})")
-    if rank == 0:
-        print(f"{name}: done, {weights_path(config, scaling, reg)}", flush=True)
+    run.net.train()
+    for epoch in range(state.epochs_done + 1, config.epochs + 1):
+        signum, images_per_s = train_epoch(run, epoch, state, stop)
+        if signum:
+            run.save(state, weights=False)
+            if dist_rank() == 0:
+                print(f"{run.name}: stopped in epoch {epoch} after step {state.steps_done}/{run.steps}; state saved to "
+                      f"{run.files.state}; rerun the same command to resume")
+            return signum
+        end_epoch(run, epoch, state, test, images_per_s)
+    if dist_world() > 1:
+        check_replicas(run)
+    if dist_rank() == 0:
+        print(f"{run.name}: done, {run.files.weights()}", flush=True)
     return 0
 
 
@@ -552,18 +614,27 @@ def fail(message):
     sys.exit(2)
 
 
+def start_fresh(config):
+    """--fresh: the chosen models' old files go, so nothing of an old run is mistaken for this one's."""
+    for scaling, reg, _ in models(config):
+        files = model_files(config, scaling, reg)
+        for path in [*files.folder.glob(files.weights("*").name), files.state, files.log, files.config]:
+            path.unlink(missing_ok=True)
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     world = dist_world()
     try:
         config = config_from_args(args)
         device = check_config(config, world)
         for scaling, reg, _ in models(config):  # a foreign or corrupt checkpoint stops the run before it starts
             if not args.fresh:
-                read_state(config, scaling, reg, mmap=True)
-    except (ConfigError, CheckpointError) as err:
+                TrainingState.read(config, scaling, reg, mmap=True)
+    except (ConfigError, CheckpointError, DeviceError) as err:
         fail(err)
-
+    if dist_rank() == 0:
+        warn_if_slow_amp(config.amp, device, PROG)
     if world > 1:
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -571,11 +642,8 @@ def main(argv=None):
     try:
         if dist_rank() == 0:
             Path(config.out_dir).mkdir(parents=True, exist_ok=True)
-            if args.fresh:  # the old run's files go, so nothing of it is mistaken for this run's
-                for scaling, reg, _ in models(config):
-                    old = Path(config.out_dir).glob(checkpoint_name(config.size_orig, scaling, reg, "*"))
-                    for path in [*old, *(model_path(config, scaling, reg, x) for x in (".state.pt", ".csv", ".json"))]:
-                        path.unlink(missing_ok=True)
+            if args.fresh:
+                start_fresh(config)
         if world > 1:
             dist.barrier()  # the fresh start's old states are gone before any process looks
         data = load_data(config, device)

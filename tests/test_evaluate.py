@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import io
+import json
 import os
 import subprocess
 import sys
@@ -15,8 +16,9 @@ from fake_zenodo import FakeZenodo, closed_port_url, no_proxy  # noqa: F401 (aut
 
 from evaluate_unet import FIGURES, NOISE_SEED, TEST_SAMPLES, _download, evaluate, main
 from models.trunks import UNet
-from unet_circles import preset_config, weights_path
+from unet_circles import config_record, model_files, preset_config
 from utils import zenodo
+from utils.files import write_text_atomic
 from utils.circles import noisy_pairs, rasterise, sample_circles, save_circles_csv, split
 from utils.weights import CheckpointError
 
@@ -34,10 +36,16 @@ def state_bytes(config, scaling, seed):
     return buffer.getvalue()
 
 
-def write_checkpoints(config, models):
+def weights_path(config, scaling, reg):
+    return model_files(config, scaling, reg).weights()
+
+
+def write_run(config, models):
+    """A run folder as unet_circles.py leaves it: per model the final weights and the config beside them."""
     Path(config.out_dir).mkdir(parents=True, exist_ok=True)
     for k, (s, reg) in enumerate(models):
         weights_path(config, s, reg).write_bytes(state_bytes(config, s, seed=k))
+        write_text_atomic(model_files(config, s, reg).config, json.dumps(config_record(config, s, reg)))
 
 
 def all_models(config):
@@ -62,7 +70,7 @@ def test_paper_preset_downloads_the_six_figure_files_and_writes_every_output(tmp
     record = {weights_path(config, s, reg).name: state_bytes(config, s, seed=k) for k, (s, reg) in enumerate(all_models(config))}
     out = tmp_path / "results"
     with FakeZenodo(record) as server:
-        rows = evaluate(config, "paper", out, zenodo_url=server.url)
+        rows = evaluate(config.out_dir, "paper", out, zenodo_url=server.url, device="cpu")
     names = [weights_path(config, s, reg).name for s, reg in FIGURE_MODELS]
     assert sorted(name for name in record if server.fetched(name)) == sorted(names)  # only the six
     assert all(len(server.fetched(name)) == 1 for name in names)
@@ -109,7 +117,7 @@ def test_paper_preset_downloads_the_six_figure_files_and_writes_every_output(tmp
 
 def test_quick_preset_from_the_command_line_with_the_authors_csv(tmp_path):
     config = dataclasses.replace(preset_config("quick"), out_dir=str(tmp_path / "weights"))
-    write_checkpoints(config, all_models(config))
+    write_run(config, all_models(config))
     params = sample_circles(10_000, seed=123)  # stands in for the authors' file
     save_circles_csv(tmp_path / "circles.csv", params)
     out = tmp_path / "results"
@@ -131,8 +139,8 @@ def tiny_config(tmp_path):
 
 def test_amp_stays_close_to_float32(tmp_path):
     config = tiny_config(tmp_path)
-    write_checkpoints(config, all_models(config))
-    evaluate(dataclasses.replace(config, amp=True), "tiny", tmp_path / "out")
+    write_run(config, all_models(config))
+    evaluate(config.out_dir, "quick", tmp_path / "out", device="cpu", amp=True)
     for s in (1, 3):
         arrays = [np.load(tmp_path / "out" / "arrays" / f"sample{i}_scaling{s}.npz") for i in range(5)]
         model = UNet(s, config.width, config.depth).eval()
@@ -151,7 +159,7 @@ def test_amp_stays_close_to_float32(tmp_path):
 ])
 def test_a_bad_checkpoint_is_named_with_what_is_wrong(tmp_path, damage, message):
     config = tiny_config(tmp_path)
-    write_checkpoints(config, all_models(config))
+    write_run(config, all_models(config))
     path = weights_path(config, 1, 0.0)  # the first model evaluated
     if damage == "truncated":
         path.write_bytes(path.read_bytes()[:3000])
@@ -159,7 +167,7 @@ def test_a_bad_checkpoint_is_named_with_what_is_wrong(tmp_path, damage, message)
         other = dataclasses.replace(config, **({"depth": 2} if damage == "other depth" else {"width": 8}))
         path.write_bytes(state_bytes(other, 1, seed=0))
     with pytest.raises(CheckpointError, match=message) as err:
-        evaluate(config, "tiny", tmp_path / "out")
+        evaluate(config.out_dir, "quick", tmp_path / "out", device="cpu")
     assert str(path) in str(err.value)
 
 
@@ -175,7 +183,7 @@ class Payload:
 
 def test_a_checkpoint_carrying_code_is_refused_and_the_code_never_runs(tmp_path):
     config = dataclasses.replace(preset_config("quick"), out_dir=str(tmp_path / "weights"))
-    write_checkpoints(config, all_models(config))
+    write_run(config, all_models(config))
     marker, path = tmp_path / "marker", weights_path(config, 1, 0.0)
     torch.save({"inc.double_conv.0.weight": torch.zeros(16, 1, 3, 3), "extra": Payload(marker)}, path)
     status, stderr = run_script("--preset", "quick", "--weights-dir", config.out_dir, "--output-dir", tmp_path / "out", cwd=tmp_path)
@@ -200,7 +208,7 @@ def test_no_network_says_what_to_do_and_exits_1(tmp_path):
 def test_no_network_leaves_no_weights_folder_it_made(tmp_path):
     folder = tmp_path / "data" / "weights" / "paper"  # as the paper preset's default, not there yet
     with pytest.raises(zenodo.ZenodoUnreachable, match="by hand"):
-        _download([folder / "a.pt"], closed_port_url())
+        _download(folder, ["a.pt"], closed_port_url())
     assert not folder.exists() and (tmp_path / "data" / "weights").is_dir()
 
 
@@ -226,9 +234,10 @@ def bad_inputs(tmp_path):
         "malformed csv": ([*quick, "--circles-csv", tmp_path / "short.csv"], "row 1: 3 columns, expected 20"),
         "no weights folder": (["--weights-dir", tmp_path / "nope"], f"the weights folder {tmp_path / 'nope'} does not exist"),
         "unwritable output": ([*quick, "--output-dir", tmp_path / "a_file" / "out"], "cannot write to the output folder"),
-        "quick not trained": (quick, "size_orig_32_scaling_1_weight_decay_0.0_n_epochs_10.pt is missing (and 5 more the "
-                              "figures need); make it with `python unet_circles.py --preset quick`"),
-        "paper offline": (["--no-download", "--weights-dir", tmp_path / "empty"], "drop --no-download to fetch it"),
+        "quick not trained": (quick, f"no weights in {tmp_path / 'empty'}: neither a config unet_circles.py wrote nor a "
+                              f"file like {tmp_path / 'empty'}/size_orig_32_scaling_1_weight_decay_0.0_n_epochs_10.pt; "
+                              "make them with `python unet_circles.py --preset quick`"),
+        "paper offline": (["--no-download", "--weights-dir", tmp_path / "empty"], "drop --no-download to fetch the paper's from Zenodo record 7784039"),
         "absent device": ([*quick, "--device", "mps" if torch.cuda.is_available() else "cuda"], "was asked for but"),
     }
 

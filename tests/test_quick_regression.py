@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from evaluate_unet import evaluate
-from unet_circles import preset_config, weights_path
+from unet_circles import model_files, preset_config
 from utils.metrics import GROUND_TRUTH
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,11 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory):
     config = preset_config("quick")
-    config = dataclasses.replace(config, out_dir=str(ROOT / config.out_dir), device="cpu")
-    missing = [weights_path(config, s, reg) for s, regs in config.weight_decays.items() for reg in regs
-               if not weights_path(config, s, reg).is_file()]
+    config = dataclasses.replace(config, out_dir=str(ROOT / config.out_dir))
+    missing = [model_files(config, s, reg).weights() for s, regs in config.weight_decays.items() for reg in regs
+               if not model_files(config, s, reg).weights().is_file()]
     assert not missing, f"shipped quick weights missing: {missing}"
-    return evaluate(config, "quick", tmp_path_factory.mktemp("quick"))
+    return evaluate(config.out_dir, "quick", tmp_path_factory.mktemp("quick"), device="cpu")
 
 
 def median(rows, key, scaling, reg):

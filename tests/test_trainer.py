@@ -16,7 +16,7 @@ import torch
 
 from fake_zenodo import free_port
 from models.trunks import UNet
-from unet_circles import Config, build_parser, config_from_args, field_help, main, model_path, weights_path
+from unet_circles import Config, build_parser, config_from_args, field_help, main, model_files
 from utils.weights import load_checkpoint, load_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,11 +42,11 @@ def config_of(*argv):
 
 
 def final_weights(out_dir, reg=0.0, epochs=3):
-    return load_checkpoint(weights_path(config_of(*TINY, "--out-dir", str(out_dir), "--epochs", str(epochs)), 1, reg))
+    return load_checkpoint(model_files(config_of(*TINY, "--out-dir", str(out_dir), "--epochs", str(epochs)), 1, reg).weights())
 
 
 def log(out_dir, reg=0.0):
-    with open(model_path(config_of(*TINY, "--out-dir", str(out_dir)), 1, reg, ".csv")) as f:
+    with open(model_files(config_of(*TINY, "--out-dir", str(out_dir)), 1, reg).log) as f:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
@@ -114,7 +114,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(run_a, tmp_
             break
     assert "stopped in epoch 2" in run.stdout.read()
     assert run.wait(timeout=60) == 128 + signal.SIGTERM
-    state = load_checkpoint(model_path(config_of(*TINY, "--out-dir", str(tmp_path)), 1, 0.0, ".state.pt"))
+    state = load_checkpoint(model_files(config_of(*TINY, "--out-dir", str(tmp_path)), 1, 0.0).state)
     assert state["epochs_done"] == 1 and 0 < state["steps_done"] < 16  # really mid-epoch
     resumed = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
@@ -152,7 +152,7 @@ def test_a_checkpoint_of_another_config_is_an_error_and_fresh_starts_over(run_a,
 
 def test_weights_without_a_training_state_are_never_overwritten(tmp_path, capsys):
     config = config_of(*TINY, "--out-dir", str(tmp_path))
-    torch.save(UNet(1, width=4, depth=1).state_dict(), weights_path(config, 1, 0.0))  # e.g. a downloaded file
+    torch.save(UNet(1, width=4, depth=1).state_dict(), model_files(config, 1, 0.0).weights())  # e.g. a downloaded file
     with pytest.raises(SystemExit) as exit:
         main([*TINY, "--out-dir", str(tmp_path)])
     assert exit.value.code == 2

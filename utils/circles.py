@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .seeds import generator, seed_of
+
 N_CIRCLES = 5  # circles per sample
 N_PARAMS = 4  # cx, cy, r, intensity
 MU, SIGMA = 0.5, 0.5  # every parameter ~ N(MU, SIGMA^2)
@@ -125,3 +127,8 @@ def noisy_pairs(params, size, generator=None, sigma_noise=SIGMA_NOISE):
     clean = rasterise(params, size)
     noisy = torch.empty_like(clean).normal_(0.0, sigma_noise, generator=generator)
     return noisy.add_(clean), clean
+
+
+def test_pairs(test_params, size, sigma_noise, data_seed):
+    """The fixed noisy test images (T, 1, N, N) on the CPU: the trainer's held-out set and the evaluator's."""
+    return noisy_pairs(test_params, size, generator("cpu", seed_of("test", data_seed)), sigma_noise)

@@ -91,6 +91,11 @@ class Model:
     def key(self):
         return self.scaling, self.reg
 
+    @property
+    def configured(self):
+        """Whether the values come from the trainer's config (else from a preset)."""
+        return self.origin.endswith(".json")
+
     @classmethod
     def from_values(cls, folder, values, origin):
         return cls(Path(folder), *(values[name] for name in MODEL_VALUES), origin)

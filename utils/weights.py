@@ -42,11 +42,18 @@ def load_checkpoint(path, map_location="cpu", mmap=False):
                               "again or retrain") from None
 
 
-def load_state_dict(model, path, map_location="cpu"):
-    """Load a plain state dict strictly into model; wrong keys or shapes name the file and the tensors."""
+def read_weights(path, map_location="cpu"):
+    """A plain state dict of tensors (the authors' and the trainer's weights files), safely loaded."""
     state = load_checkpoint(path, map_location)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint {path} is not a plain state dict of tensors")
+    return state
+
+
+def load_state_dict(model, path, map_location="cpu", state=None):
+    """Load a plain state dict (read from path unless given) strictly into model; wrong keys or shapes name
+    the file and the tensors."""
+    state = read_weights(path, map_location) if state is None else state
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]

@@ -60,6 +60,14 @@ class UNet(nn.Module):
         return x / self.divisor
 
 
+def width_and_depth(state, default):
+    """(width, depth) of a UNet state dict: the first conv's channels and the number of down-steps; `default`
+    for a dict that is no UNet's (loading it then names the missing keys)."""
+    if "inc.double_conv.0.weight" not in state:
+        return default
+    return state["inc.double_conv.0.weight"].shape[0], len({key.split(".")[0] for key in state if key.startswith("down")})
+
+
 @torch.no_grad()
 def fold_for_inference(model, fft=False):
     """An inference copy of `model` with every division by s^2 and every BatchNorm (with its running
