@@ -2,7 +2,8 @@
 
 Like the real record, links.self points at /api/records/ID/files/NAME/content; the public
 /records/ID/files/NAME serves the same bytes. Every request is logged with its Range header and
-User-Agent, so a test can tell which files were fetched, from where, by which client.
+User-Agent, so a test can tell which files were fetched, from where, by which client. A file can be
+served corrupt, or cut off: the whole answer's Content-Length announced, the connection closed early.
 """
 
 import hashlib
@@ -25,9 +26,12 @@ def no_proxy(monkeypatch):
 
 
 class FakeZenodo:
-    def __init__(self, files, corrupt=None, no_link=(), ranges=True):
-        """files: name -> bytes; corrupt: name -> how many times to serve wrong bytes first."""
+    def __init__(self, files, corrupt=None, no_link=(), ranges=True, cut=None):
+        """files: name -> bytes; corrupt: name -> how many times to serve wrong bytes first; ranges: False
+        answers every request with 200 and the whole file; cut: name -> byte counts, one per request
+        for the file's bytes, after which the connection closes (the answer's bytes, not the file's)."""
         self.files, self.corrupt, self.no_link, self.ranges = dict(files), dict(corrupt or {}), set(no_link), ranges
+        self.cut = {name: list(counts) for name, counts in (cut or {}).items()}
         self.requests = []  # (path, Range header, User-Agent)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -71,19 +75,23 @@ def _handler(fake):
             if fake.corrupt.get(name, 0) > 0:
                 fake.corrupt[name] -= 1
                 data = bytes(b ^ 0xFF for b in data)  # same length, every byte wrong
+            cut = fake.cut[name].pop(0) if fake.cut.get(name) else None
             start = int(re.match(r"bytes=(\d+)-", self.headers.get("Range") or "bytes=0-").group(1))
             if not fake.ranges or not self.headers.get("Range"):
-                return self._send(200, data)
+                return self._send(200, data, cut=cut)
             if start >= len(data):
                 return self._send(416, b"", {"Content-Range": f"bytes */{len(data)}"})
-            self._send(206, data[start:], {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"})
+            self._send(206, data[start:], {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}, cut=cut)
 
-        def _send(self, status, body, headers=None):
+        def _send(self, status, body, headers=None, cut=None):
+            """The answer; with cut, Content-Length still announces all of body but only body[:cut] is sent."""
             self.send_response(status)
             for key, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
                 self.send_header(key, value)
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(body if cut is None else body[:cut])
+            if cut is not None:
+                self.close_connection = True
 
         def log_message(self, *args):
             pass  # keep the test output clean

@@ -9,12 +9,37 @@ import torch.nn.functional as F
 
 from models.trunks import UNet, fft_conv, fold_for_inference
 from models.trunks.fft_conv import fft_conv2d, fft_tile
+from utils.circles import noisy_pairs, sample_circles
 from utils.runs import checkpoint_name
 from utils.weights import CheckpointError, load_state_dict, save_atomic
 
 # PAPER.md counts every element of the state dict, BatchNorm running statistics included.
 PAPER_COUNTS = {1: 17_277_395, 2: 69_043_187, 3: 155_319_507}
 BN_BUFFERS = 2 * 4416 + 18  # running mean and var of 4,416 BatchNorm channels, 18 num_batches_tracked
+
+
+def noisy_circles(n, height, width, seed):
+    """n noisy circle images (n, 1, height, width), the kind the network is trained on."""
+    noisy, _ = noisy_pairs(sample_circles(n, seed=seed), max(height, width), torch.Generator().manual_seed(seed))
+    return noisy[..., :height, :width]
+
+
+def calibrated(model, height, width, n=8):
+    """model in eval mode, its BatchNorm statistics estimated on n noisy circle images of this size.
+
+    Random weights with the /s^2 divisions and BatchNorm's default or made-up statistics crush the
+    signal: the output hardly depends on the input (at s = 2 not at all), and a test comparing two
+    forwards is blind. Statistics of the images the network sees, as training leaves them, keep it.
+    """
+    torch.optim.swa_utils.update_bn([noisy_circles(n, height, width, seed=1000)], model)
+    return model.eval()
+
+
+def assert_depends_on_input(out, rtol, atol):
+    """out (2, ...): the outputs of two different inputs lie further apart than 100x the tolerance
+    atol + rtol * max|out| that the test then compares with, so a wrong network cannot pass unseen."""
+    tolerance = atol + rtol * out.abs().max().item()
+    assert (out[0] - out[1]).abs().max().item() > 100 * tolerance
 
 
 def paper_layout(s):
@@ -87,22 +112,24 @@ def reference_forward(model, x):
 @pytest.mark.parametrize("s", [1, 2, 3])
 def test_forward_matches_the_functional_reference(s):
     torch.manual_seed(s)
-    model = UNet(scaling=s, width=4, depth=2).eval()
-    for module in model.modules():  # non-trivial BatchNorm statistics
+    model = UNet(scaling=s, width=4, depth=2)
+    for module in model.modules():  # BatchNorm scales and shifts that are not the identity
         if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
             module.weight.data.uniform_(0.5, 1.5)
             module.bias.data.uniform_(-0.2, 0.2)
-    x = torch.randn(2, 1, 12 * s, 16 * s)
+    height, width = 12 * s, 16 * s  # not square: the crops of the s = 2 network's even kernels show
+    calibrated(model, height, width)
+    x = noisy_circles(2, height, width, seed=s)
     with torch.no_grad():
-        torch.testing.assert_close(model(x), reference_forward(model, x), rtol=1e-5, atol=1e-6)
+        out = model(x)
+        assert_depends_on_input(out, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out, reference_forward(model, x), rtol=1e-5, atol=1e-6)
 
 
 def test_full_size_forward_and_checkpoint_round_trip(tmp_path):
     torch.manual_seed(0)
-    model = UNet(scaling=1).eval()
-    x = torch.randn(1, 1, 128, 128)
+    model = calibrated(UNet(scaling=1), 128, 128, n=2)  # running statistics that a lost buffer would change
+    x = noisy_circles(2, 128, 128, seed=0)
     path = tmp_path / checkpoint_name(128, 1, 0.0, 40)
     save_atomic(model.state_dict(), path)
     assert path.name == "size_orig_128_scaling_1_weight_decay_0.0_n_epochs_40.pt"
@@ -110,7 +137,8 @@ def test_full_size_forward_and_checkpoint_round_trip(tmp_path):
     other = load_state_dict(UNet(scaling=1).eval(), path)
     with torch.inference_mode():
         out = model(x)
-        assert out.shape == (1, 1, 128, 128)
+        assert out.shape == (2, 1, 128, 128)
+        assert_depends_on_input(out, rtol=0, atol=1e-6)
         assert torch.equal(out, other(x))
 
 
@@ -164,17 +192,13 @@ class Evil:
 @pytest.mark.parametrize("s", [1, 2, 3])
 def test_folded_inference_copy_computes_the_same_function(s):
     torch.manual_seed(10 + s)
-    model = UNet(scaling=s, width=4, depth=2)
-    model.train()
-    with torch.no_grad():  # a few training-mode passes give BatchNorm non-trivial statistics
-        for _ in range(3):
-            model(torch.randn(4, 1, 16 * s, 16 * s))
-    model.eval()
+    model = calibrated(UNet(scaling=s, width=4, depth=2), 16 * s, 16 * s)
     folded = fold_for_inference(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
-    x = torch.randn(2, 1, 16 * s, 16 * s)
+    x = noisy_circles(2, 16 * s, 16 * s, seed=10 + s)
     with torch.inference_mode():
         expected = model(x)
+        assert_depends_on_input(expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
         torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
     assert model.state_dict().keys() == UNet(scaling=s, width=4, depth=2).state_dict().keys()  # original untouched
 
@@ -199,13 +223,11 @@ def test_folded_copy_with_fft_computes_the_same_function(monkeypatch):
     calls = []
     monkeypatch.setattr(fft_conv, "fft_conv2d", lambda *args: calls.append(args[-1]) or fft_conv2d(*args))
     torch.manual_seed(3)
-    model = UNet(scaling=3, width=64, depth=1).eval()  # 64 channels at 48 px: two convs by FFT, tile 16
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):  # statistics that are not the identity
-            m.running_mean.uniform_(-0.1, 0.1), m.running_var.uniform_(0.5, 2.0)
-    x = torch.randn(2, 1, 48, 48)
+    model = calibrated(UNet(scaling=3, width=64, depth=1), 48, 48, n=4)  # 64 channels at 48 px: FFT, tile 16
+    x = noisy_circles(2, 48, 48, seed=3)
     with torch.inference_mode():
         expected = model(x)
+        assert_depends_on_input(expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
         out = fold_for_inference(model, fft=True)(x)
     # inc's second conv (64 -> 64) and up1's two convs (128 -> 64 -> 64) at 48 px; inc's first has 1 channel in
     assert calls == [16, 16, 16]

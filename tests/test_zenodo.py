@@ -15,8 +15,6 @@ FILES = {  # like the record: more files than a run needs; bytes that a byte-wis
 }
 
 
-
-
 @pytest.fixture(params=["wget", "urllib"])
 def client(request, monkeypatch, tmp_path_factory):
     """Each test runs once with wget and once without it on PATH (Python's HTTP client)."""
@@ -57,11 +55,34 @@ def test_interrupted_download_resumes_from_the_part_file(client, tmp_path):
     assert [r[1] for r in server.fetched("a.pt")] == ["bytes=100000-"]
 
 
-def test_server_that_ignores_range_still_gives_the_whole_file(client, tmp_path):
+def test_a_connection_cut_off_mid_file_is_resumed_not_restarted(client, tmp_path, capsys):
+    # The server announces the whole file, sends 100,000 bytes and closes: Python's HTTP client
+    # reports that as a complete body, without an error.
+    with FakeZenodo(FILES, cut={"a.pt": [100_000]}) as server:
+        zenodo.fetch(["a.pt"], tmp_path, server.url)
+    assert (tmp_path / "a.pt").read_bytes() == FILES["a.pt"]
+    assert [r[1] for r in server.fetched("a.pt")] == [None, "bytes=100000-"]  # no byte fetched twice
+    assert "MD5" not in capsys.readouterr().err  # not taken for a corrupt download
+
+
+def test_a_download_that_keeps_breaking_off_is_resumed_by_the_rerun(client, tmp_path):
+    with FakeZenodo(FILES, cut={"a.pt": [1000, 1000, 1000]}) as server:  # three tries, as wget --tries=3
+        with pytest.raises(zenodo.ZenodoUnreachable, match="a rerun resumes it"):
+            zenodo.fetch(["a.pt"], tmp_path, server.url)
+        assert (tmp_path / "a.pt.part").read_bytes() == FILES["a.pt"][:3000]  # kept for the rerun
+        zenodo.fetch(["a.pt"], tmp_path, server.url)  # the rerun
+    assert (tmp_path / "a.pt").read_bytes() == FILES["a.pt"]
+    assert [r[1] for r in server.fetched("a.pt")] == [None, "bytes=1000-", "bytes=2000-", "bytes=3000-"]
+
+
+def test_server_that_ignores_range_still_gives_the_whole_file(client, tmp_path, capsys):
     (tmp_path / "a.pt.part").write_bytes(FILES["a.pt"][:1000])
     with FakeZenodo(FILES, ranges=False) as server:
         zenodo.fetch(["a.pt"], tmp_path, server.url)
     assert (tmp_path / "a.pt").read_bytes() == FILES["a.pt"]
+    # Its 200 answer replaced the part file in one request: not appended to it, then deleted for its MD5.
+    assert [r[1] for r in server.fetched("a.pt")] == ["bytes=1000-"]
+    assert "MD5" not in capsys.readouterr().err
 
 
 def test_md5_mismatch_is_deleted_and_retried_once(client, tmp_path):

@@ -1,7 +1,8 @@
 """The authors' published weights on Zenodo: the record's file list, verified and resumable downloads.
 
 A file is fetched into NAME.part beside its final place (wget --continue, or Python's own HTTP
-client with a Range header where wget is not installed, so an interrupted download resumes),
+client with a Range header where wget is not installed, so an interrupted download resumes: a
+connection that breaks off is resumed at once, three connections in all, then by a rerun),
 checked against the MD5 in the record's JSON, and only then renamed to NAME. A mismatch deletes
 the part file and downloads once more from scratch; a second mismatch is an error. Every verified
 download is listed in md5sum format in MANIFEST beside it, so a figure can say which weights came
@@ -28,6 +29,7 @@ RECORD = 7784039  # the authors' record: the U-net checkpoints of the paper
 MANIFEST = f"zenodo_{RECORD}.md5"  # verified downloads, "md5  name" a line
 TIMEOUT = 60  # seconds without an answer before a connection counts as down
 CHUNK = 1 << 20  # bytes read at a time
+TRIES = 3  # connections per download before a broken-off one is left for a rerun (as wget --tries=3)
 
 
 class ZenodoError(RuntimeError):
@@ -119,23 +121,46 @@ def _download_wget(wget, entry, part):
 
 
 def _download_urllib(entry, part):
-    """Python's HTTP client, resuming with a Range header; tqdm shows the progress."""
+    """Python's HTTP client, resuming with a Range header, at once where a connection broke off mid-file."""
+    for attempt in range(1, TRIES + 1):
+        announced, received, size = _urllib_connection(entry, part)
+        if received >= announced:
+            return
+        message = f"the connection broke off after {size:,} of {entry.size:,} bytes"
+        if attempt < TRIES:
+            print(f"{entry.name}: {message}; resuming", file=sys.stderr)
+    raise ZenodoUnreachable(f"downloading {entry.url} failed ({message}, {TRIES} times); a rerun resumes it")
+
+
+def _urllib_connection(entry, part):
+    """One request, appended to the part file (or replacing it where the server ignores the Range header).
+
+    Returns the bytes the server announced (Content-Length), those received, and the part file's size.
+    http.client ends a body that stops short of its Content-Length like a complete one, without an
+    error, so the two counts are what tells a broken-off connection from a finished one. (A chunked
+    body that breaks off raises IncompleteRead instead: unreachable, and a rerun resumes.)
+    """
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(entry.url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
             if response.status != 206:
                 have = 0  # the server ignored the Range header and sends the whole file
+            length = response.headers.get("Content-Length", "")
+            announced = int(length) if length.isdigit() else entry.size - have
+            received = 0
             with open(part, "ab" if have else "wb") as out, progress(
                 total=entry.size, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=entry.name
             ) as bar:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
+                    received += len(chunk)
                     bar.update(len(chunk))
     except urllib.error.HTTPError as err:
         raise ZenodoError(f"downloading {entry.url} failed (HTTP {err.code} {err.reason})") from None
     except (urllib.error.URLError, HTTPException, OSError) as err:
         raise ZenodoUnreachable(f"downloading {entry.url} failed ({_reason(err)}); a rerun resumes it") from None
+    return announced, received, have + received
 
 
 def md5sum(path):
