@@ -40,8 +40,14 @@ TEST_SAMPLES = (597, 1675, 982, 545, 1923)  # indices into the test split, in th
 CUT_ROWS = (10, 20, 65, 122, 55)  # each sample's cut row at s = 1 in a CUT_BASE px image
 CUT_BASE = 128  # at another size_orig the row moves to the same height: row * size_orig // CUT_BASE
 FIGURES = {  # file name -> (title, the (s, reg) of its model columns)
-    "comparison_weight_decays": ("U-net outputs for different weight decays (s = 1)", ((1, 0.0), (1, 1e-3), (1, 1e-2), (1, 1e-1))),
-    "comparison_resolutions": ("U-net outputs at different resolutions (reg = 0.001)", ((1, 1e-3), (2, 1e-3), (3, 1e-3))),
+    "comparison_weight_decays": (
+        "U-net outputs for different weight decays (s = 1)",
+        ((1, 0.0), (1, 1e-3), (1, 1e-2), (1, 1e-1)),
+    ),
+    "comparison_resolutions": (
+        "U-net outputs at different resolutions (reg = 0.001)",
+        ((1, 1e-3), (2, 1e-3), (3, 1e-3)),
+    ),
 }
 TRAINING_FIGURE_REGS = (1e-3, 0.0)  # training.png: every s at these regs, from the trainer's logs
 NOISE_SEED = 0  # the noisy inputs at scaling s are drawn with seed NOISE_SEED + s
@@ -88,8 +94,12 @@ def evaluate(weights_dir, preset="paper", output_dir=OUTPUT_DIR, circles_csv=Non
     _write_arrays(output_dir / "arrays", outputs)
     _write_singles(output_dir / "single", outputs)
     _write_figures(output_dir, outputs, preset)
-    plotting.regularity_figure(output_dir / "regularity.png", rows, f"Edge sharpness of the U-net outputs, preset {preset}",
-                               "\n".join(outputs.captions.values()))
+    plotting.regularity_figure(
+        output_dir / "regularity.png",
+        rows,
+        f"Edge sharpness of the U-net outputs, preset {preset}",
+        "\n".join(outputs.captions.values()),
+    )
     _write_training_figure(output_dir / "training.png", models, preset)
     print(f"wrote the figures, metrics.csv, single/ and arrays/ into {output_dir}")
     return rows
@@ -107,7 +117,9 @@ def _models(folder, preset, zenodo_url):
         models, notes = find_models(folder, values, preset) if folder.is_dir() else ([], [])
         have = {model.key for model in models}
         if zenodo_url and preset == "paper" and any(key not in have for key in needed):
-            _download(folder, [_preset_weights_name(values, s, reg) for s, reg in needed if (s, reg) not in have], zenodo_url)
+            _download(
+                folder, [_preset_weights_name(values, s, reg) for s, reg in needed if (s, reg) not in have], zenodo_url
+            )
             models, notes = find_models(folder, values, preset)
     for note in notes:
         print(note)
@@ -135,7 +147,9 @@ def _check_writable(folder):
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         why = "is a file" if not existing.is_dir() else "is not writable"
-        raise EvaluationError(f"cannot write to the output folder {folder} ({existing} {why}); choose another with --output-dir")
+        raise EvaluationError(
+            f"cannot write to the output folder {folder} ({existing} {why}); choose another with --output-dir"
+        )
 
 
 def _run_all(models, circles, device, amp, eager):
@@ -147,7 +161,9 @@ def _run_all(models, circles, device, amp, eager):
     test, data_note = _test_samples(shared, circles)  # (5, 5, 4)
     header = f"weights: folder {shared.folder}"
     captions = {"header": header}
-    captions.update({m.key: f"  s = {m.scaling}, reg = {m.reg:g}: {m.files.weights().name} ({_source(m)})" for m in models})
+    captions.update(
+        {m.key: f"  s = {m.scaling}, reg = {m.reg:g}: {m.files.weights().name} ({_source(m)})" for m in models}
+    )
     print("\n".join(captions.values()))
     noisy, clean, recon = {}, {}, {}
     for s in sorted({m.scaling for m in models}):
@@ -157,8 +173,14 @@ def _run_all(models, circles, device, amp, eager):
             recon[model.key] = _run_model(model, noisy[s], device, amp, eager)[:, 0].numpy()  # (5, N, N)
     captions["data"] = "\n".join(data_note)
     cut_rows = {s: [row * shared.size_orig // CUT_BASE * s for row in CUT_ROWS] for s in noisy}
-    return Outputs(models, {s: x[:, 0].numpy() for s, x in noisy.items()}, {s: x[:, 0].numpy() for s, x in clean.items()},
-                   recon, cut_rows, captions)
+    return Outputs(
+        models,
+        {s: x[:, 0].numpy() for s, x in noisy.items()},
+        {s: x[:, 0].numpy() for s, x in clean.items()},
+        recon,
+        cut_rows,
+        captions,
+    )
 
 
 def _test_samples(model, circles):
@@ -176,7 +198,7 @@ def _test_samples(model, circles):
         )
     note = [
         f"data: {origin}, test samples {', '.join(map(str, TEST_SAMPLES))};",
-        f"noise: sigma_noise {model.sigma_noise}, seed {NOISE_SEED} + s, one draw per sample and s shared by all models",
+        f"noise: sigma_noise {model.sigma_noise}, seed {NOISE_SEED} + s, one draw per sample and s for all models",
     ]
     return torch.as_tensor(test[list(TEST_SAMPLES)]), note
 
@@ -187,7 +209,9 @@ def _download(folder, names, zenodo_url):
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise EvaluationError(f"cannot create the weights folder {folder} ({err.strerror}); choose another with --weights-dir") from None
+        raise EvaluationError(
+            f"cannot create the weights folder {folder} ({err.strerror}); choose another with --weights-dir"
+        ) from None
     try:
         zenodo.fetch(names, folder, zenodo_url)
     except zenodo.ZenodoUnreachable as err:
@@ -206,7 +230,9 @@ def _run_model(model, noisy, device, amp, eager):
     path = model.files.weights()
     state = read_weights(path)
     # A trainer's model is rebuilt from its config; a file without one (the authors') shows its own shape.
-    width, depth = (model.width, model.depth) if model.configured else width_and_depth(state, (model.width, model.depth))
+    width, depth = model.width, model.depth
+    if not model.configured:
+        width, depth = width_and_depth(state, (width, depth))
     net = load_state_dict(UNet(model.scaling, width, depth), path, state=state).eval()
     x = noisy.to(device)
     if not eager:  # the fast path: fewer passes over every feature map, channels-last, FFT where faster
@@ -285,9 +311,11 @@ def _write_figures(output_dir, outputs, preset):
             continue
         s0 = figure_models[0][0]  # inputs are shown at the first column's resolution
         rows = outputs.cut_rows
-        columns = [(f"noisy input, s = {s0}", outputs.noisy[s0], rows[s0]), (f"ground truth, s = {s0}", outputs.clean[s0], rows[s0])]
+        columns = [(f"noisy input, s = {s0}", outputs.noisy[s0], rows[s0]),
+                   (f"ground truth, s = {s0}", outputs.clean[s0], rows[s0])]
         columns += [(f"s = {s}, reg = {reg:g}", outputs.recon[s, reg], rows[s]) for s, reg in figure_models]
-        caption = "\n".join([outputs.captions["header"], *(outputs.captions[key] for key in figure_models), outputs.captions["data"]])
+        captions = outputs.captions
+        caption = "\n".join([captions["header"], *(captions[key] for key in figure_models), captions["data"]])
         plotting.comparison_figure(output_dir / f"{name}.png", columns, f"{title}, preset {preset}", caption)
 
 
@@ -314,8 +342,11 @@ def main(argv=None):
     parser.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                         help="the default weights folder, and the values of weights files without a config beside them "
                         "(the authors' Zenodo files) (default: paper)")
-    parser.add_argument("--weights-dir", help="folder of the checkpoints (default: where unet_circles.py writes the preset's)")
-    parser.add_argument("--output-dir", help=f"where results go (default: {OUTPUT_DIR} for paper, data/results/<preset> for another)")
+    parser.add_argument("--weights-dir",
+                        help="folder of the checkpoints: any folder unet_circles.py wrote, or the authors' files "
+                        "(default: where unet_circles.py writes the preset's)")
+    parser.add_argument("--output-dir",
+                        help=f"where results go (default: {OUTPUT_DIR} for paper, data/results/<preset> for another)")
     parser.add_argument("--circles-csv", help="the authors' circles CSV instead of the seeded data set")
     parser.add_argument("--no-download", action="store_true", help="use local weights only, never Zenodo")
     parser.add_argument("--zenodo-url", default=os.environ.get("ZENODO_URL", zenodo.ZENODO_URL),
@@ -323,10 +354,11 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
                         help="auto: cuda if available, else mps, else cpu")
     parser.add_argument("--amp", action="store_true",
-                        help="bfloat16 autocast (for GPUs and CPUs with native bfloat16; emulated and far slower on AVX2-only CPUs)")
+                        help="bfloat16 autocast (for GPUs and CPUs with native bfloat16; emulated and far slower on "
+                        "AVX2-only CPUs)")
     parser.add_argument("--eager", action="store_true",
-                        help="run each network module by module as defined (the reference), not the default fast float32 "
-                        "path with BatchNorm and /s^2 folded into the convolutions and, on the CPU, the s = 3 "
+                        help="run each network module by module as defined (the reference), not the default fast "
+                        "float32 path with BatchNorm and /s^2 folded into the convolutions and, on the CPU, the s = 3 "
                         "network's wide 9 x 9 convolutions by FFT (equal up to float32 rounding)")
     args = parser.parse_args(argv)
     try:
@@ -335,7 +367,8 @@ def main(argv=None):
             raise EvaluationError(f"the weights folder {args.weights_dir} does not exist")
         download_from = args.zenodo_url if args.preset == "paper" and not args.no_download else None
         output_dir = args.output_dir or (OUTPUT_DIR if args.preset == "paper" else f"data/results/{args.preset}")
-        evaluate(weights_dir, args.preset, output_dir, args.circles_csv, download_from, args.eager, args.device, args.amp)
+        evaluate(weights_dir, args.preset, output_dir, args.circles_csv, download_from, args.eager, args.device,
+                 args.amp)
     except (EvaluationError, RunFolderError, CheckpointError, CirclesFileError, DeviceError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2

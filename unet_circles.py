@@ -70,7 +70,7 @@ class Config:
     depth: int = 4  # number of down-steps; size_orig must be divisible by 2^depth
     # training
     scalings: tuple[int, ...] = (1, 2, 3)  # resolution factors s to train, each >= 1
-    weight_decays: dict = field(default_factory=PAPER_WEIGHT_DECAYS.copy)  # reg values per s (Adam: reg / s^2); the flag: one list, all s
+    weight_decays: dict = field(default_factory=PAPER_WEIGHT_DECAYS.copy)  # reg values per s (Adam: reg / s^2); the flag: one list, all s  # noqa: E501
     epochs: int = 40  # passes over the training samples
     batch_size: int = 32  # images per optimizer step (summed over all processes)
     lr: float = 1e-3  # Adam learning rate
@@ -126,7 +126,7 @@ class ConfigError(ValueError):
 
 def field_help():
     """Each Config field's comment, read from the block above, so each description is written once."""
-    comments = re.findall(r"^\s+(\w+): .*?  # (.*)$", inspect.getsource(Config), flags=re.MULTILINE)
+    comments = re.findall(r"^\s+(\w+): .*?  # (.*?)(?:  # noqa.*)?$", inspect.getsource(Config), flags=re.MULTILINE)
     return dict(comments)
 
 
@@ -201,8 +201,14 @@ def check_config(config, world_size=1):
     limits = [  # (holds, the sentence if it does not)
         (c.lr >= 0, f"--lr must be >= 0, got {c.lr}"),
         (min(all_regs, default=0) >= 0, f"weight decays must be >= 0, got {' '.join(map(str, all_regs))}"),
-        (all(s >= 1 for s in c.scalings), f"every scaling must be >= 1, got --scalings {' '.join(map(str, c.scalings))}"),
-        (not missing, f"the preset has no weight decays for scaling {' '.join(missing)}; give them with --weight-decays"),
+        (
+            all(s >= 1 for s in c.scalings),
+            f"every scaling must be >= 1, got --scalings {' '.join(map(str, c.scalings))}",
+        ),
+        (
+            not missing,
+            f"the preset has no weight decays for scaling {' '.join(missing)}; give them with --weight-decays",
+        ),
         (c.epochs >= 1, f"--epochs must be >= 1, got {c.epochs}"),
         (c.batch_size >= 1, f"--batch-size must be >= 1, got {c.batch_size}"),
         (c.checkpoint_every >= 1, f"--checkpoint-every must be >= 1, got {c.checkpoint_every}"),
@@ -212,9 +218,15 @@ def check_config(config, world_size=1):
         (c.bn_recalibration >= 0, f"--bn-recalibration must be >= 0, got {c.bn_recalibration}"),
         (0 < c.samples <= n_train, f"--samples must be 1 to {n_train} (the training split), got {c.samples}"),
         (0 < c.test_samples <= n_test, f"--test-samples must be 1 to {n_test} (the test split), got {c.test_samples}"),
-        (c.samples >= c.batch_size, f"--samples {c.samples} is below --batch-size {c.batch_size}: an epoch has no step"),
+        (
+            c.samples >= c.batch_size,
+            f"--samples {c.samples} is below --batch-size {c.batch_size}: an epoch has no step",
+        ),
         (c.size_orig % 2**c.depth == 0, f"--size-orig {c.size_orig} must be divisible by 2^depth = {2**c.depth}"),
-        (c.batch_size % world_size == 0, f"--batch-size {c.batch_size} does not split evenly over {world_size} processes"),
+        (
+            c.batch_size % world_size == 0,
+            f"--batch-size {c.batch_size} does not split evenly over {world_size} processes",
+        ),
     ]
     for holds, sentence in limits:
         if not holds:
@@ -228,11 +240,16 @@ def check_config(config, world_size=1):
 
 def check_writable(folder):
     """The run folder can be made and written: its nearest existing ancestor is a writable folder."""
-    existing = next(p for p in (folder, *folder.parents) if p.exists()) if (folder := Path(folder)) else folder
+    folder = Path(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir():
-        raise ConfigError(f"output folder {folder} cannot be made because {existing} is a file; choose another --out-dir")
+        raise ConfigError(
+            f"output folder {folder} cannot be made because {existing} is a file; choose another --out-dir"
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"output folder {folder} cannot be written ({existing} is not writable); choose another --out-dir")
+        raise ConfigError(
+            f"output folder {folder} cannot be written ({existing} is not writable); choose another --out-dir"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -396,7 +413,7 @@ def test_metrics(config, net, test, scaling, device):
         with autocast(config.amp, device):
             prediction = net(x).float()
         total += F.mse_loss(prediction, truth, reduction="sum").item()
-        for output, target in zip(prediction[:, 0].cpu().numpy(), truth[:, 0].cpu().numpy()):
+        for output, target in zip(prediction[:, 0].cpu().numpy(), truth[:, 0].cpu().numpy(), strict=True):
             width, ratio = edge_measures(output, target, scaling)
             widths.append(width)
             ratios.append(ratio)
@@ -480,7 +497,9 @@ class ModelRun:
         self.net.to(self.device)
         if config.channels_last:
             self.net.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, weight_decay=weight_decay(self.reg, self.scaling))
+        self.optimizer = torch.optim.Adam(
+            self.net.parameters(), lr=config.lr, weight_decay=weight_decay(self.reg, self.scaling)
+        )
         if state.optimizer is not None:
             self.optimizer.load_state_dict(state.optimizer)
         state.model = state.optimizer = None  # from here on the live network and optimizer hold them
@@ -544,8 +563,14 @@ def end_epoch(run, epoch, state, test, images_per_s):
         recalibrate_bn(config, run.net, run.params, config.size_orig * run.scaling, run.device)
     if dist_rank() == 0:
         train_loss = state.loss_sum / run.steps
-        row = dict(epoch=epoch, train_loss=train_loss, **test_metrics(config, run.net, test, run.scaling, run.device),
-                   weight_norm2=weight_norm2(run.net), seconds=round(state.seconds, 3), images_per_s=round(images_per_s, 2))
+        row = dict(
+            epoch=epoch,
+            train_loss=train_loss,
+            **test_metrics(config, run.net, test, run.scaling, run.device),
+            weight_norm2=weight_norm2(run.net),
+            seconds=round(state.seconds, 3),
+            images_per_s=round(images_per_s, 2),
+        )
         state.history.append(row)
         state.write_log(run.files.log)
         print(f"{run.name} epoch {epoch}: train loss {train_loss:.6f}, test loss {row['test_loss']:.6f}, jump ratio "
@@ -560,8 +585,12 @@ def announce(run, start, state):
         return
     config, world = run.config, dist_world()
     size, n_params = config.size_orig * run.scaling, sum(p.numel() for p in run.net.parameters())
-    print(f"{run.name}: {n_params:,} parameters, {size}x{size} px, Adam weight decay {weight_decay(run.reg, run.scaling)}, "
-          f"{start}, on {run.device}" + (f" x {world} processes" if world > 1 else ""), flush=True)
+    print(
+        f"{run.name}: {n_params:,} parameters, {size}x{size} px, "
+        f"Adam weight decay {weight_decay(run.reg, run.scaling)}, "
+        f"{start}, on {run.device}" + (f" x {world} processes" if world > 1 else ""),
+        flush=True,
+    )
     if not state.epochs_done and not state.steps_done:
         record = dict(config_record(config, run.scaling, run.reg), start=start, world_size=world)
         write_text_atomic(run.files.config, json.dumps(record, indent=2) + "\n")

@@ -26,20 +26,18 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from evaluate_unet import FIGURES  # noqa: E402
 from models.trunks import UNet, fold_for_inference  # noqa: E402
-from unet_circles import PAPER_WEIGHT_DECAYS, preset_config, train_step, weights_path  # noqa: E402
+from unet_circles import PAPER_WEIGHT_DECAYS, preset_config, train_step  # noqa: E402  (the trainer's own step, timed)
 from utils.circles import noisy_pairs, sample_circles  # noqa: E402
+from utils.device import native_bf16  # noqa: E402
+from utils.runs import checkpoint_name  # noqa: E402
 from utils.weights import save_atomic  # noqa: E402
 
+PAPER = preset_config("paper")  # the paper's sizes and training length, from the trainer's Config block
+SIZE = PAPER.size_orig  # 128
+
 SECTIONS = ("data", "train", "inference", "quick", "paper")
-
-
-def native_bf16(device):
-    """Whether bfloat16 convolutions run on hardware support (a CUDA GPU, AVX512-BF16 or AMX), not emulated."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    cpu = torch._C._cpu
-    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def sync(device):
@@ -68,13 +66,15 @@ def matmul_peak(device, dtype, reps):
     return 2 * n**3 / seconds / 1e9
 
 
-def forward_gflop(scaling, size_orig=128, width=64, depth=4):
+def forward_gflop(scaling, size_orig=SIZE, width=PAPER.width, depth=PAPER.depth):
     """GFLOP of one image's forward pass, counted from every convolution's output shape (2 per multiply-add)."""
     flops = []
 
     def count(module, inputs, output):
         c_out, c_in, kh, kw = module.weight.shape
-        flops.append(2 * c_in * kh * kw * output.shape[1] * output.shape[2] * output.shape[3] * output.shape[0] / len(output))
+        flops.append(
+            2 * c_in * kh * kw * output.shape[1] * output.shape[2] * output.shape[3] * output.shape[0] / len(output)
+        )
 
     model = UNet(scaling, width, depth).eval().to("meta")  # shapes only: no arithmetic is done
     hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -89,7 +89,7 @@ def bench_data(device, reps):
     params = torch.from_numpy(sample_circles(32 * (reps + 1), seed=0)).to(device)
     generator = torch.Generator(device).manual_seed(0)
     rows = {}
-    for size in (128, 256, 384):
+    for size in (SIZE, 2 * SIZE, 3 * SIZE):
         batches = iter(params.split(32))
         seconds, _ = timed(lambda: noisy_pairs(next(batches), size, generator), device, reps)
         rows[size] = 32 / seconds
@@ -98,7 +98,7 @@ def bench_data(device, reps):
 
 def trainer(scaling, device, channels_last, amp, compiled=False):
     """A fresh seeded paper-size network, its Adam, and a step(noisy, clean) that runs the trainer's own step."""
-    config = dataclasses.replace(preset_config("paper"), amp=amp, channels_last=channels_last)
+    config = dataclasses.replace(PAPER, amp=amp, channels_last=channels_last)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
     net = UNet(scaling).to(device).to(memory_format=fmt)
@@ -123,7 +123,7 @@ def training_modes(device, compile_too):
 def bench_train(device, reps, batch, scaling, peaks, compile_too, short_steps):
     """Training images/s at the paper's size for each mode, and a short identical run's test loss."""
     params = torch.from_numpy(sample_circles(batch * (short_steps + 1) + 64, seed=1)).to(device)
-    size = 128 * scaling
+    size = SIZE * scaling
     x, y = noisy_pairs(params[:batch], size, torch.Generator(device).manual_seed(0))
     test_x, test_y = noisy_pairs(params[-64:], size, torch.Generator(device).manual_seed(1))
     gflop = 3 * forward_gflop(scaling)  # forward + backward: about three forward passes
@@ -149,35 +149,38 @@ def bench_train(device, reps, batch, scaling, peaks, compile_too, short_steps):
 
 def bench_inference(device, reps, peaks):
     """Seconds per image for a batch of 5 at s = 1, 2, 3: float32 eager, the fastest exact path, bfloat16."""
+    return [row for s in (1, 2, 3) for row in inference_rows(s, device, reps, peaks)]
+
+
+def inference_rows(s, device, reps, peaks):
+    """bench_inference at one s; its networks are freed on return, before the next s builds larger ones."""
+    torch.manual_seed(s)
+    model = UNet(s).eval().to(device)
+    x = torch.randn(5, 1, SIZE * s, SIZE * s, device=device)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    fast = fold_for_inference(model).to(memory_format=torch.channels_last)
+    gflop = forward_gflop(s)
     rows = []
-    for s in (1, 2, 3):
-        torch.manual_seed(s)
-        model = UNet(s).eval().to(device)
-        x = torch.randn(5, 1, 128 * s, 128 * s, device=device)
-        x_cl = x.contiguous(memory_format=torch.channels_last)
-        fast = fold_for_inference(model).to(memory_format=torch.channels_last)
-        gflop = forward_gflop(s)
-        with torch.inference_mode():
-            eager_s, reference = timed(lambda: model(x), device, reps)
-            variants = [("float32 eager", eager_s, reference, "float32"),
-                        ("float32 folded + channels-last", *timed(lambda: fast(x_cl), device, reps), "float32")]
-            if device.type == "cpu" and s == 3:  # the only network with convolutions fft_conv.TILES takes
-                fft = fold_for_inference(model, fft=True).to(memory_format=torch.channels_last)
-                variants.append(("float32 folded + channels-last + FFT (evaluator default on the CPU)",
-                                 *timed(lambda: fft(x_cl), device, reps), "float32"))
-            if native_bf16(device):
-                def bf16():
-                    with torch.autocast(device.type, dtype=torch.bfloat16):
-                        return fast(x_cl)
-                variants.append(("bfloat16 folded + channels-last (--amp)", *timed(bf16, device, reps), "bfloat16"))
-            else:
-                rows.append(dict(scaling=s, mode="bfloat16", skipped="no native bfloat16 on this device"))
-        for name, seconds, output, dtype in variants:
-            deviation = ((output.float() - reference).abs().max() / reference.abs().max()).item()
-            rows.append(dict(scaling=s, mode=name, s_per_image=seconds / 5, speedup=eager_s / seconds,
-                             gflop_per_s=5 * gflop / seconds, fraction_of_peak=5 * gflop / seconds / peaks[dtype],
-                             max_rel_deviation=deviation))
-        del model, fast, variants
+    with torch.inference_mode():
+        eager_s, reference = timed(lambda: model(x), device, reps)
+        variants = [("float32 eager", eager_s, reference, "float32"),
+                    ("float32 folded + channels-last", *timed(lambda: fast(x_cl), device, reps), "float32")]
+        if device.type == "cpu" and s == 3:  # the only network with convolutions fft_conv.TILES takes
+            fft = fold_for_inference(model, fft=True).to(memory_format=torch.channels_last)
+            variants.append(("float32 folded + channels-last + FFT (evaluator default on the CPU)",
+                             *timed(lambda: fft(x_cl), device, reps), "float32"))
+        if native_bf16(device):
+            def bf16():
+                with torch.autocast(device.type, dtype=torch.bfloat16):
+                    return fast(x_cl)
+            variants.append(("bfloat16 folded + channels-last (--amp)", *timed(bf16, device, reps), "bfloat16"))
+        else:
+            rows.append(dict(scaling=s, mode="bfloat16", skipped="no native bfloat16 on this device"))
+    for name, seconds, output, dtype in variants:
+        deviation = ((output.float() - reference).abs().max() / reference.abs().max()).item()
+        rows.append(dict(scaling=s, mode=name, s_per_image=seconds / 5, speedup=eager_s / seconds,
+                         gflop_per_s=5 * gflop / seconds, fraction_of_peak=5 * gflop / seconds / peaks[dtype],
+                         max_rel_deviation=deviation))
     return rows
 
 
@@ -200,21 +203,29 @@ def bench_quick(device):
 def bench_paper_evaluation(device, amp_ok):
     """evaluate_unet.py start to finish on six random full-size checkpoints, against the authors' way:
     every network reloaded for every sample and run on one image (measured here, in this run)."""
-    config = preset_config("paper")
-    models = [(1, 0.0), (1, 1e-3), (1, 1e-2), (1, 1e-1), (2, 1e-3), (3, 1e-3)]
+    models = sorted({model for _, columns in FIGURES.values() for model in columns})  # the six the figures need
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         for s, reg in models:
             torch.manual_seed(s)
-            save_atomic(UNet(s).state_dict(), Path(tmp) / weights_path(config, s, reg).name)
-        command = ["evaluate_unet.py", "--no-download", "--device", device.type, "--weights-dir", tmp, "--output-dir", f"{tmp}/out"]
+            save_atomic(UNet(s).state_dict(), Path(tmp) / checkpoint_name(SIZE, s, reg, PAPER.epochs))
+        command = [
+            "evaluate_unet.py",
+            "--no-download",
+            "--device",
+            device.type,
+            "--weights-dir",
+            tmp,
+            "--output-dir",
+            f"{tmp}/out",
+        ]
         result["float32_s"] = run_script(command)
         result["amp_s"] = run_script(command + ["--amp"]) if amp_ok else None
         # The authors' evaluation: per sample and model, load the checkpoint and run one image.
         authors = 0.0
         for s, reg in models:
-            path = Path(tmp) / weights_path(config, s, reg).name
-            x = torch.randn(1, 1, 128 * s, 128 * s, device=device)
+            path = Path(tmp) / checkpoint_name(SIZE, s, reg, PAPER.epochs)
+            x = torch.randn(1, 1, SIZE * s, SIZE * s, device=device)
 
             def authors_step():
                 model = UNet(s)
@@ -229,16 +240,17 @@ def bench_paper_evaluation(device, amp_ok):
 
 
 def projected_paper_sweep(device, reps):
-    """Hours for PAPER.md's whole training table (40 epochs of 8,000 images per model), at batch 32."""
-    images = {s: 40 * 8000 * len(regs) for s, regs in PAPER_WEIGHT_DECAYS.items()}
+    """Hours for PAPER.md's whole training table (epochs x samples per model, the Config block's), at its batch size."""
+    images = {s: PAPER.epochs * PAPER.samples * len(regs) for s, regs in PAPER_WEIGHT_DECAYS.items()}
     rows = []
     for name, channels_last, amp, _ in training_modes(device, False):
         hours = 0.0
         for s in (1, 2, 3):
-            x, y = noisy_pairs(torch.from_numpy(sample_circles(32, seed=s)).to(device), 128 * s, torch.Generator(device).manual_seed(0))
+            params = torch.from_numpy(sample_circles(PAPER.batch_size, seed=s)).to(device)
+            x, y = noisy_pairs(params, SIZE * s, torch.Generator(device).manual_seed(0))
             _, step = trainer(s, device, channels_last, amp)
             seconds, _ = timed(lambda: step(x, y), device, reps)
-            hours += images[s] / (32 / seconds) / 3600
+            hours += images[s] / (PAPER.batch_size / seconds) / 3600
         rows.append(dict(mode=name, hours=hours))
     return rows
 
@@ -246,10 +258,16 @@ def projected_paper_sweep(device, reps):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to measure (default: cpu)")
-    parser.add_argument("--reps", type=int, default=3, help="timed repetitions per figure after one warm-up (default: 3)")
+    parser.add_argument(
+        "--reps", type=int, default=3, help="timed repetitions per figure after one warm-up (default: 3)"
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS, help="sections to leave out")
-    parser.add_argument("--compile", action="store_true", help="also measure torch.compile in training (slow to compile)")
-    parser.add_argument("--short-steps", type=int, help="steps of the short identical training run (default: 4 on cpu, 50 on cuda)")
+    parser.add_argument(
+        "--compile", action="store_true", help="also measure torch.compile in training (slow to compile)"
+    )
+    parser.add_argument(
+        "--short-steps", type=int, help="steps of the short identical training run (default: 4 on cpu, 50 on cuda)"
+    )
     parser.add_argument("--json", help="where to save the results (default: benchmarks/results_<device>.json)")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -263,7 +281,10 @@ def main():
     peaks = {"float32": matmul_peak(device, torch.float32, args.reps),
              "bfloat16": matmul_peak(device, torch.bfloat16, 1 if not native_bf16(device) else args.reps)}
     results["matmul_peak_gflop_per_s"] = peaks
-    print(f"matrix-multiply peak: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.1f} GFLOP/s", flush=True)
+    print(
+        f"matrix-multiply peak: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.1f} GFLOP/s",
+        flush=True,
+    )
 
     if "data" not in args.skip:
         results["data_pairs_per_s"] = bench_data(device, args.reps)

@@ -30,7 +30,9 @@ def reference_image(circles, size):
     for cx, cy, r, intensity in circles:
         for y in range(size):
             for x in range(size):
-                if math.sqrt((x - math.floor(cx * size)) ** 2 + (y - math.floor(cy * size)) ** 2) <= math.floor(r * size):
+                if math.sqrt((x - math.floor(cx * size)) ** 2 + (y - math.floor(cy * size)) ** 2) <= math.floor(
+                    r * size
+                ):
                     image[y, x] += np.float32(intensity)
     return image
 
@@ -40,7 +42,7 @@ def test_centred_circle_paints_the_13_lattice_points_of_radius_2():
     ys, xs = torch.nonzero(image, as_tuple=True)
     expected = {(y, x) for y in range(8) for x in range(8) if (x - 4) ** 2 + (y - 4) ** 2 <= 4}
     assert len(expected) == 13
-    assert set(zip(ys.tolist(), xs.tolist())) == expected
+    assert set(zip(ys.tolist(), xs.tolist(), strict=True)) == expected
     assert torch.all(image[ys, xs] == torch.tensor(0.7, dtype=torch.float32))
 
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fake_zenodo import FakeZenodo, closed_port_url, no_proxy  # noqa: F401 (autouse fixture)
 
 from evaluate_unet import FIGURES, NOISE_SEED, TEST_SAMPLES, _download, evaluate, main
+from fake_zenodo import FakeZenodo, closed_port_url, no_proxy  # noqa: F401 (autouse fixture)
 from models.trunks import UNet
 from unet_circles import config_record, model_files, preset_config
 from utils import zenodo
-from utils.files import write_text_atomic
 from utils.circles import noisy_pairs, rasterise, sample_circles, save_circles_csv, split
+from utils.files import write_text_atomic
 from utils.weights import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,8 +66,13 @@ def read_metrics(path):
 
 def test_paper_preset_downloads_the_six_figure_files_and_writes_every_output(tmp_path, capsys):
     # The paper's names and sizes (128 px, 40 epochs, the full weight-decay table), a tiny network.
-    config = dataclasses.replace(preset_config("paper"), width=4, depth=1, out_dir=str(tmp_path / "weights"), device="cpu")
-    record = {weights_path(config, s, reg).name: state_bytes(config, s, seed=k) for k, (s, reg) in enumerate(all_models(config))}
+    config = dataclasses.replace(
+        preset_config("paper"), width=4, depth=1, out_dir=str(tmp_path / "weights"), device="cpu"
+    )
+    record = {
+        weights_path(config, s, reg).name: state_bytes(config, s, seed=k)
+        for k, (s, reg) in enumerate(all_models(config))
+    }
     out = tmp_path / "results"
     with FakeZenodo(record) as server:
         rows = evaluate(config.out_dir, "paper", out, zenodo_url=server.url, device="cpu")
@@ -80,7 +85,11 @@ def test_paper_preset_downloads_the_six_figure_files_and_writes_every_output(tmp
     for name in ("comparison_resolutions.png", "comparison_weight_decays.png", "regularity.png", "metrics.csv"):
         assert (out / name).stat().st_size > 1000
     # Arrays: one file per (sample, s), float32 at the resolution of s, a recon per evaluated reg.
-    recon_keys = {1: ["recon_reg0", "recon_reg0.001", "recon_reg0.01", "recon_reg0.1"], 2: ["recon_reg0.001"], 3: ["recon_reg0.001"]}
+    recon_keys = {
+        1: ["recon_reg0", "recon_reg0.001", "recon_reg0.01", "recon_reg0.1"],
+        2: ["recon_reg0.001"],
+        3: ["recon_reg0.001"],
+    }
     test = torch.as_tensor(split(sample_circles(config.n_samples, seed=config.data_seed))[1][list(TEST_SAMPLES)])
     for s, keys in recon_keys.items():
         arrays = [np.load(out / "arrays" / f"sample{i}_scaling{s}.npz") for i in range(5)]
@@ -99,10 +108,16 @@ def test_paper_preset_downloads_the_six_figure_files_and_writes_every_output(tmp
                     expected = model(noisy)[:, 0].numpy()
                 assert np.allclose(np.stack([a[f"recon_reg{reg:g}"] for a in arrays]), expected, atol=1e-5)
     # The ground truth of sample 0 is test sample 597 of the seeded data set.
-    assert np.array_equal(np.load(out / "arrays" / "sample0_scaling1.npz")["ground_truth"], rasterise(test[:1], 128)[0, 0].numpy())
+    assert np.array_equal(
+        np.load(out / "arrays" / "sample0_scaling1.npz")["ground_truth"], rasterise(test[:1], 128)[0, 0].numpy()
+    )
     single = {p.name for p in (out / "single").iterdir()}
     assert len(single) == 5 * (6 + 3 + 3) * 2
-    assert {"sample4_scaling3_recon_reg0.001.png", "sample4_scaling3_recon_reg0.001_cut.png", "sample0_scaling1_noisy_cut.png"} <= single
+    assert {
+        "sample4_scaling3_recon_reg0.001.png",
+        "sample4_scaling3_recon_reg0.001_cut.png",
+        "sample0_scaling1_noisy_cut.png",
+    } <= single
 
     # metrics.csv: the columns asked for; a row per (sample, s, reg) and the ground truth as reference.
     table = read_metrics(out / "metrics.csv")
@@ -129,7 +144,9 @@ def test_quick_preset_from_the_command_line_with_the_authors_csv(tmp_path):
         arrays = np.load(out / "arrays" / f"sample2_scaling{s}.npz")
         assert np.array_equal(arrays["ground_truth"], rasterise(test[2:3], 32 * s)[0, 0].numpy())
         assert sorted(arrays.files) == sorted(["noisy", "ground_truth"] + [f"recon_reg{reg:g}" for reg in regs])
-    assert len(read_metrics(out / "metrics.csv")) == 5 * (3 + len(all_models(config)))  # ground truth per s, then models
+    assert len(read_metrics(out / "metrics.csv")) == 5 * (
+        3 + len(all_models(config))
+    )  # ground truth per s, then models
 
 
 def tiny_config(tmp_path):
@@ -186,9 +203,13 @@ def test_a_checkpoint_carrying_code_is_refused_and_the_code_never_runs(tmp_path)
     write_run(config, all_models(config))
     marker, path = tmp_path / "marker", weights_path(config, 1, 0.0)
     torch.save({"inc.double_conv.0.weight": torch.zeros(16, 1, 3, 3), "extra": Payload(marker)}, path)
-    status, stderr = run_script("--preset", "quick", "--weights-dir", config.out_dir, "--output-dir", tmp_path / "out", cwd=tmp_path)
+    status, stderr = run_script(
+        "--preset", "quick", "--weights-dir", config.out_dir, "--output-dir", tmp_path / "out", cwd=tmp_path
+    )
     assert status == 2 and not marker.exists()
-    assert stderr.startswith("evaluate_unet.py: error: checkpoint ") and str(path) in stderr and "refused unread" in stderr
+    assert (
+        stderr.startswith("evaluate_unet.py: error: checkpoint ") and str(path) in stderr and "refused unread" in stderr
+    )
     assert len(stderr.strip().splitlines()) == 1
     torch.load(path, weights_only=False)  # the file is a real attack: loaded unsafely, it runs
     assert marker.exists()
@@ -230,14 +251,29 @@ def bad_inputs(tmp_path):
     quick = ["--preset", "quick", "--weights-dir", tmp_path / "empty"]
     return {
         "unknown preset": (["--preset", "huge"], "argument --preset: invalid choice: 'huge'"),
-        "missing csv": ([*quick, "--circles-csv", tmp_path / "nope.csv"], f"cannot read circles file {tmp_path / 'nope.csv'}"),
+        "missing csv": (
+            [*quick, "--circles-csv", tmp_path / "nope.csv"],
+            f"cannot read circles file {tmp_path / 'nope.csv'}",
+        ),
         "malformed csv": ([*quick, "--circles-csv", tmp_path / "short.csv"], "row 1: 3 columns, expected 20"),
-        "no weights folder": (["--weights-dir", tmp_path / "nope"], f"the weights folder {tmp_path / 'nope'} does not exist"),
-        "unwritable output": ([*quick, "--output-dir", tmp_path / "a_file" / "out"], "cannot write to the output folder"),
-        "quick not trained": (quick, f"no weights in {tmp_path / 'empty'}: neither a config unet_circles.py wrote nor a "
-                              f"file like {tmp_path / 'empty'}/size_orig_32_scaling_1_weight_decay_0.0_n_epochs_10.pt; "
-                              "make them with `python unet_circles.py --preset quick`"),
-        "paper offline": (["--no-download", "--weights-dir", tmp_path / "empty"], "drop --no-download to fetch the paper's from Zenodo record 7784039"),
+        "no weights folder": (
+            ["--weights-dir", tmp_path / "nope"],
+            f"the weights folder {tmp_path / 'nope'} does not exist",
+        ),
+        "unwritable output": (
+            [*quick, "--output-dir", tmp_path / "a_file" / "out"],
+            "cannot write to the output folder",
+        ),
+        "quick not trained": (
+            quick,
+            f"no weights in {tmp_path / 'empty'}: neither a config unet_circles.py wrote nor a "
+            f"file like {tmp_path / 'empty'}/size_orig_32_scaling_1_weight_decay_0.0_n_epochs_10.pt; "
+            "make them with `python unet_circles.py --preset quick`",
+        ),
+        "paper offline": (
+            ["--no-download", "--weights-dir", tmp_path / "empty"],
+            "drop --no-download to fetch the paper's from Zenodo record 7784039",
+        ),
         "absent device": ([*quick, "--device", "mps" if torch.cuda.is_available() else "cuda"], "was asked for but"),
     }
 
@@ -254,3 +290,140 @@ def test_bad_input_is_one_sentence_and_exit_status_2(tmp_path, case):
     assert len(stderr.strip().splitlines()) == 1
 
 
+
+
+# ----------------------------------------------------------------------------------------------
+# A run folder is the contract: whatever flags made a run, --weights-dir alone evaluates it.
+# ----------------------------------------------------------------------------------------------
+
+
+def run_evaluator(*args, cwd):
+    """evaluate_unet.py as a user runs it; returns the whole CompletedProcess."""
+    return subprocess.run([sys.executable, str(ROOT / "evaluate_unet.py"), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_run_with_other_flags_is_evaluated_from_its_folder_alone(tmp_path):
+    from unet_circles import main as train
+
+    run = tmp_path / "run"
+    flags = [
+        "--size-orig",
+        "16",
+        "--width",
+        "6",
+        "--depth",
+        "1",
+        "--sigma-noise",
+        "0.1",
+        "--scalings",
+        "1",
+        "2",
+        "--weight-decays",
+        "0",
+        "1e-3",
+        "1e-2",
+        "1e-1",
+        "--samples",
+        "16",
+        "--test-samples",
+        "4",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "3",
+        "--checkpoint-every",
+        "2",
+        "--device",
+        "cpu",
+        "--out-dir",
+        str(run),
+    ]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(flags)
+    finally:
+        torch.set_num_threads(threads)
+    result = run_evaluator("--weights-dir", run, "--output-dir", tmp_path / "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    # The resolution figure needs s = 3, which this run lacks: skipped, and said so; the other is drawn.
+    assert (
+        "comparison_resolutions.png skipped: it needs s = 3, reg = 0.001, which the weights folder lacks"
+        in result.stdout
+    )
+    assert (out / "comparison_weight_decays.png").stat().st_size > 1000 and not (
+        out / "comparison_resolutions.png"
+    ).exists()
+    assert (
+        "_n_epochs_3.pt" in result.stdout and "_n_epochs_2.pt" not in result.stdout
+    )  # the final weights, not a checkpoint
+    for s in (1, 2):
+        arrays = [np.load(out / "arrays" / f"sample{i}_scaling{s}.npz") for i in range(5)]
+        assert all(a[k].shape == (16 * s, 16 * s) for a in arrays for k in a.files)  # the run's size, not the preset's
+        noise = np.stack([a["noisy"] - a["ground_truth"] for a in arrays])
+        assert 0.09 < noise.std() < 0.11  # the run's sigma_noise 0.1, not the preset's 0.07
+        # Each output is the width-6 network of its own file run on that input.
+        model = UNet(s, 6, 1).eval()
+        model.load_state_dict(torch.load(run / f"size_orig_16_scaling_{s}_weight_decay_{0.1 / s**2}_n_epochs_3.pt"))
+        with torch.inference_mode():
+            expected = model(torch.as_tensor(np.stack([a["noisy"] for a in arrays]))[:, None])[:, 0].numpy()
+        assert np.allclose(np.stack([a["recon_reg0.1"] for a in arrays]), expected, atol=1e-5)
+    assert len(read_metrics(out / "metrics.csv")) == 5 * (2 + 8)  # ground truth per s, then the 8 models
+
+
+def test_a_folder_mixing_two_sizes_is_refused_naming_both_files(tmp_path):
+    small = dataclasses.replace(tiny_config(tmp_path), size_orig=16)
+    large = dataclasses.replace(small, size_orig=32)
+    write_run(small, [(1, 0.0)])
+    write_run(large, [(1, 1e-3)])
+    result = run_evaluator("--weights-dir", small.out_dir, "--output-dir", tmp_path / "out", cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("evaluate_unet.py: error: size_orig_16_scaling_1_weight_decay_0.0_n_epochs_1.pt")
+    assert "has size_orig = 16 but size_orig_32_scaling_1_weight_decay_0.001_n_epochs_1.pt" in result.stderr
+    assert not (tmp_path / "out").exists()  # a failed evaluation leaves no output folder behind
+
+
+def test_an_unfinished_model_is_left_out_with_a_note(tmp_path):
+    config = tiny_config(tmp_path)
+    write_run(config, [(1, 0.0), (1, 1e-3)])
+    weights_path(config, 1, 1e-3).unlink()  # its training has not reached the last epoch
+    result = run_evaluator("--weights-dir", config.out_dir, "--output-dir", tmp_path / "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "s = 1, reg = 0.001: no final weights size_orig_16_scaling_1_weight_decay_0.001_n_epochs_1.pt" in result.stdout
+    )
+    assert {row["reg"] for row in read_metrics(tmp_path / "out" / "metrics.csv")} == {"ground_truth", "0"}
+
+
+@pytest.mark.parametrize("content, what", [
+    (b"hello\n", "6 bytes that torch cannot read as a checkpoint"),
+    (bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8)), "5,000 bytes that torch cannot read"),
+    (b"", "an empty file"),
+], ids=["text", "random bytes", "empty"])
+def test_a_corrupt_checkpoint_is_called_corrupt_with_what_to_do(tmp_path, content, what):
+    config = tiny_config(tmp_path)
+    write_run(config, [(1, 0.0)])
+    path = weights_path(config, 1, 0.0)
+    path.write_bytes(content)
+    result = run_evaluator("--weights-dir", config.out_dir, "--output-dir", tmp_path / "out", cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr == (f"evaluate_unet.py: error: checkpoint {path} is truncated or corrupt ({what}"
+                             + result.stderr.split(what, 1)[1])
+    assert "); delete it, then download it again or retrain\n" in result.stderr
+    assert "weights_only" not in result.stderr and "False" not in result.stderr  # never advice to load it unsafely
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_default_output_folders_are_ignored_by_git_and_the_shipped_figures_are_not():
+    """Running the README's commands must leave `git status` clean: runs write where git ignores."""
+    if subprocess.run(["git", "rev-parse"], cwd=ROOT, capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+
+    def ignored(path):
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0
+
+    assert ignored("data/results/quick/metrics.csv") and ignored("data/results/unet/comparison_resolutions.png")
+    assert not ignored("docs/results/quick/metrics.csv") and not ignored("docs/results/quick/regularity.png")
+    assert ignored("docs/results/quick/single/sample0_scaling1_noisy.png")

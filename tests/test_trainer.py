@@ -42,7 +42,9 @@ def config_of(*argv):
 
 
 def final_weights(out_dir, reg=0.0, epochs=3):
-    return load_checkpoint(model_files(config_of(*TINY, "--out-dir", str(out_dir), "--epochs", str(epochs)), 1, reg).weights())
+    return load_checkpoint(
+        model_files(config_of(*TINY, "--out-dir", str(out_dir), "--epochs", str(epochs)), 1, reg).weights()
+    )
 
 
 def log(out_dir, reg=0.0):
@@ -71,13 +73,40 @@ def test_every_field_has_a_flag_and_a_help_line():
     assert {"--" + f.name.replace("_", "-") for f in fields(Config)} <= options
 
 
+def test_help_shows_the_named_presets_values_and_which_wins(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--preset", "quick", "--help"])
+    assert exit.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "[quick: 32]" in text and "[quick: data/weights/quick]" in text  # size_orig, out_dir of the quick preset
+    assert "a preset wins over an edit of the block" in text
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "[paper: 128]" in " ".join(capsys.readouterr().out.split())
+
+
+def test_library_defaults_equal_the_config_block():
+    """The Config block defines each value once; where a library keeps a default of its own, it must agree."""
+    from models.trunks import PAPER_DEPTH, PAPER_WIDTH
+    from utils import circles
+
+    paper = Config()
+    net = UNet()
+    assert (net.width, net.depth, PAPER_WIDTH, PAPER_DEPTH) == (paper.width, paper.depth, paper.width, paper.depth)
+    assert (circles.SIGMA_NOISE, circles.N_SAMPLES) == (paper.sigma_noise, paper.n_samples)
+    assert len(circles.split(circles.sample_circles(paper.n_samples))[0]) == paper.samples  # all of the 80% train split
+
+
 def test_defaults_then_preset_then_flags():
     assert config_of().size_orig == 128 and config_of().weight_decays[3] == (1e-2, 1e-1, 1e-3, 0.0)
     quick = config_of("--preset", "quick", "--width", "8")
     assert (quick.size_orig, quick.width, quick.epochs) == (32, 8, 10)
     one = config_of("--scalings", "3", "--weight-decays", "1e-3")
     assert one.weight_decays == {3: (1e-3,)}  # exactly one model, for a job array
-    assert config_of("--scalings", "1", "2", "--weight-decays", "0", "1e-3").weight_decays == {1: (0.0, 1e-3), 2: (0.0, 1e-3)}
+    assert config_of("--scalings", "1", "2", "--weight-decays", "0", "1e-3").weight_decays == {
+        1: (0.0, 1e-3),
+        2: (0.0, 1e-3),
+    }
     assert config_of("--scalings", "2").weight_decays == {2: (1e-3, 1e-2, 1e-1, 0.0)}
     assert config_of("--amp").amp and not config_of("--amp", "--no-amp").amp
 
@@ -89,7 +118,13 @@ def test_a_run_learns_and_writes_the_authors_files(run_a):
     assert rows[2]["test_loss"] < 0.6 * rows[0]["test_loss"]
     names = sorted(p.name for p in run_a.iterdir())
     stem = "size_orig_16_scaling_1_weight_decay_0.0"
-    assert names == [f"{stem}.csv", f"{stem}.json", f"{stem}.state.pt", f"{stem}_n_epochs_2.pt", f"{stem}_n_epochs_3.pt"]
+    assert names == [
+        f"{stem}.csv",
+        f"{stem}.json",
+        f"{stem}.state.pt",
+        f"{stem}_n_epochs_2.pt",
+        f"{stem}_n_epochs_3.pt",
+    ]
     load_state_dict(UNet(1, width=4, depth=1), run_a / f"{stem}_n_epochs_3.pt")  # a plain state dict, strict keys
     state = load_checkpoint(run_a / f"{stem}.state.pt")
     assert (state["epochs_done"], state["steps_done"]) == (3, 0)
@@ -119,9 +154,11 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(run_a, tmp_
     resumed = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming at epoch 2" in resumed.stdout
+    assert "\r" not in resumed.stderr and "step/s" not in resumed.stderr  # no progress bar in a log, one line an epoch
+    assert resumed.stdout.count("epoch 2: train loss") == 1
     assert_same(final_weights(tmp_path), final_weights(run_a))
     assert log(tmp_path) == [dict(row, seconds=new["seconds"], images_per_s=new["images_per_s"])
-                             for row, new in zip(log(run_a), log(tmp_path))]
+                             for row, new in zip(log(run_a), log(tmp_path), strict=True)]
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]  # no half-written files
 
 
@@ -146,7 +183,12 @@ def test_a_checkpoint_of_another_config_is_an_error_and_fresh_starts_over(run_a,
     assert "was trained with width = 4, this command has 8; use --fresh" in err
     main([*TINY, "--width", "8", "--epochs", "1", "--fresh", "--out-dir", str(out)])
     stem = "size_orig_16_scaling_1_weight_decay_0.0"
-    assert sorted(p.name for p in out.iterdir()) == [f"{stem}.csv", f"{stem}.json", f"{stem}.state.pt", f"{stem}_n_epochs_1.pt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"{stem}.csv",
+        f"{stem}.json",
+        f"{stem}.state.pt",
+        f"{stem}_n_epochs_1.pt",
+    ]
     assert final_weights(out, epochs=1)["inc.double_conv.0.weight"].shape[0] == 8
 
 
@@ -175,15 +217,6 @@ def test_warm_start_continues_from_the_previous_weight_decay(tmp_path):
     assert abs(log(tmp_path / "cold", 0.0)[0]["train_loss"] - fresh_start) < 1e-3 * fresh_start
 
 
-def test_speed_options_and_schedule_options_run(tmp_path):
-    main([*TINY, "--epochs", "1", "--amp", "--channels-last", "--lr-schedule", "cosine", "--bn-recalibration", "3",
-          "--out-dir", str(tmp_path)])
-    weights = final_weights(tmp_path, epochs=1)
-    assert weights["inc.double_conv.2.num_batches_tracked"] == 3  # statistics re-estimated on 3 batches
-    assert all(v.is_contiguous() and v.dtype in (torch.float32, torch.int64) for v in weights.values())
-    assert torch.isfinite(torch.tensor(log(tmp_path)[0]["test_loss"]))
-
-
 def torchrun(args, attempts=2):
     """torchrun with two processes on the loopback interface, by address: no host name needs to resolve.
 
@@ -198,7 +231,8 @@ def torchrun(args, attempts=2):
         killed = run.returncode != 0 and re.search(r"exitcode\s*:\s*-\d+ ", run.stderr)
         if not killed or attempt == attempts - 1:
             break
-        warnings.warn(f"torchrun worker killed by a signal, retrying once; it printed:\n{run.stderr[:3000]}")
+        warnings.warn(f"torchrun worker killed by a signal, retrying once; it printed:\n{run.stderr[:3000]}",
+                      stacklevel=2)
     # The head holds what the workers printed, the tail torchrun's summary of who failed.
     assert run.returncode == 0, f"{run.stderr[:3000]}\n...\n{run.stderr[-1500:]}"
     return run
@@ -209,7 +243,12 @@ def test_torchrun_with_two_processes_ends_with_one_set_of_identical_weights(tmp_
     assert "weights identical on all 2 processes" in run.stdout
     assert run.stdout.count("epoch 2:") == 1  # process 0 alone prints and writes
     stem = "size_orig_16_scaling_1_weight_decay_0.0"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{stem}.csv", f"{stem}.json", f"{stem}.state.pt", f"{stem}_n_epochs_2.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"{stem}.csv",
+        f"{stem}.json",
+        f"{stem}.state.pt",
+        f"{stem}_n_epochs_2.pt",
+    ]
     assert [row["epoch"] for row in log(tmp_path)] == [1, 2]
 
 
@@ -243,25 +282,22 @@ def test_an_output_folder_that_cannot_be_written_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
         main([*TINY, "--out-dir", str(tmp_path / "file" / "run")])
     assert exit.value.code == 2
-    assert f"output folder {tmp_path / 'file' / 'run'} cannot be made because {tmp_path / 'file'} is a file" in capsys.readouterr().err
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to a read-only folder")
-def test_a_read_only_output_folder_is_refused(tmp_path, capsys):
-    tmp_path.chmod(0o500)
-    try:
-        with pytest.raises(SystemExit) as exit:
-            main([*TINY, "--out-dir", str(tmp_path / "run")])
-    finally:
-        tmp_path.chmod(0o700)
-    assert exit.value.code == 2
-    assert "cannot be written" in capsys.readouterr().err
+    assert (
+        f"output folder {tmp_path / 'file' / 'run'} cannot be made because {tmp_path / 'file'} is a file"
+        in capsys.readouterr().err
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_device_cuda_without_cuda_exits_2_as_a_real_process(tmp_path):
-    run = subprocess.run([sys.executable, "unet_circles.py", *TINY, "--device", "cuda", "--out-dir", str(tmp_path / "run")],
-                         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "unet_circles.py", *TINY, "--device", "cuda", "--out-dir", str(tmp_path / "run")],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2
     assert run.stderr == ("unet_circles.py: error: --device cuda was asked for but CUDA is not available here "
                           "(CPU-only PyTorch or no GPU); use --device cpu or auto\n")

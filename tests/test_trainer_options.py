@@ -34,8 +34,10 @@ def config_of(*argv):
 
 def test_adam_gets_reg_over_s_squared_at_every_scaling(tmp_path):
     main([*TINY, "--scalings", "1", "2", "3", "--weight-decays", "1e-3", "--out-dir", str(tmp_path)])
-    decays = [load_checkpoint(ModelFiles(tmp_path, 16, s, 1e-3, 1).state)["optimizer"]["param_groups"][0]["weight_decay"]
-              for s in (1, 2, 3)]
+    decays = [
+        load_checkpoint(ModelFiles(tmp_path, 16, s, 1e-3, 1).state)["optimizer"]["param_groups"][0]["weight_decay"]
+        for s in (1, 2, 3)
+    ]
     assert decays == [1e-3, 1e-3 / 4, 1e-3 / 9]
 
 
@@ -85,7 +87,9 @@ def test_speed_and_schedule_options_change_what_they_should(tmp_path):
     assert plain["lrs"] == [1e-3] * 4
     assert options["lrs"] == pytest.approx([1e-3, 8.535533905932737e-4, 5e-4, 1.4644660940672624e-4], rel=1e-12)
     tracked = "inc.double_conv.2.num_batches_tracked"  # BatchNorm's count of batches behind its statistics
-    final = {name: load_checkpoint(ModelFiles(tmp_path / name, 16, 1, 0.0, 2).weights()) for name in ("plain", "options")}
+    final = {
+        name: load_checkpoint(ModelFiles(tmp_path / name, 16, 1, 0.0, 2).weights()) for name in ("plain", "options")
+    }
     assert final["plain"][tracked] == 4 and final["options"][tracked] == 3  # re-estimated on 3 batches
     # What a run writes is float32 and contiguous whatever the options.
     assert all(v.is_contiguous() and v.dtype in (torch.float32, torch.int64) for v in final["options"].values())

@@ -4,8 +4,8 @@ import hashlib
 import shutil
 
 import pytest
-from fake_zenodo import FakeZenodo, closed_port_url, no_proxy  # noqa: F401 (autouse fixture)
 
+from fake_zenodo import FakeZenodo, closed_port_url, no_proxy  # noqa: F401 (autouse fixture)
 from utils import zenodo
 
 FILES = {  # like the record: more files than a run needs; bytes that a byte-wise error would change

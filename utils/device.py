@@ -30,7 +30,9 @@ def native_bf16(device):
     if device.type != "cpu":
         return False
     cpu = torch._C._cpu
-    return any(getattr(cpu, check, lambda: False)() for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(
+        getattr(cpu, check, lambda: False)() for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
 
 
 def autocast(amp, device):

@@ -75,7 +75,9 @@ def psnr(output, truth, data_range=None):
 
     truth = np.asarray(truth, dtype=np.float64)
     with np.errstate(divide="ignore"):
-        return float(peak_signal_noise_ratio(truth, np.asarray(output, np.float64), data_range=data_range or np.ptp(truth)))
+        return float(
+            peak_signal_noise_ratio(truth, np.asarray(output, np.float64), data_range=data_range or np.ptp(truth))
+        )
 
 
 def ssim(output, truth, data_range=None):
@@ -87,7 +89,8 @@ def ssim(output, truth, data_range=None):
 
 
 def interior(image, scaling):
-    """The image without the band of BORDER * s pixels along its edges (the prediction conv's zero padding darkens it)."""
+    """The image without the band of BORDER * s pixels along its edges, which the prediction conv's zero padding
+    darkens."""
     band = BORDER * scaling
     return np.asarray(image)[..., band:-band, band:-band]
 
@@ -145,7 +148,7 @@ def set_summary(outputs, truths, scaling, seed=0):
     """
     per_edge = {"jump_ratio": [], "rise_width_px": [], "image": []}
     per_image = {name: [] for name in ("psnr", "psnr_interior", "ssim", "ssim_interior")}
-    for i, (output, truth) in enumerate(zip(outputs, truths)):
+    for i, (output, truth) in enumerate(zip(outputs, truths, strict=True)):
         width, ratio = edge_measures(output, truth, scaling)
         per_edge["rise_width_px"].append(width)
         per_edge["jump_ratio"].append(ratio)

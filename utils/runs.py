@@ -106,7 +106,9 @@ def read_config(path):
     try:
         values = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
-        raise RunFolderError(f"config {path} cannot be read ({err}); delete it with its model's files, or retrain") from None
+        raise RunFolderError(
+            f"config {path} cannot be read ({err}); delete it with its model's files, or retrain"
+        ) from None
     absent = [name for name in MODEL_VALUES if name not in values] if isinstance(values, dict) else list(MODEL_VALUES)
     if absent:
         raise RunFolderError(f"config {path} lacks {', '.join(absent)}: it is not a config unet_circles.py wrote")
@@ -155,6 +157,7 @@ def check_shared(models):
             if getattr(other, name) != getattr(first, name):
                 raise RunFolderError(
                     f"{first.files.weights().name} ({first.origin}) has {name} = {getattr(first, name)!r} but "
-                    f"{other.files.weights().name} ({other.origin}) has {getattr(other, name)!r}; evaluate one run at a time "
+                    f"{other.files.weights().name} ({other.origin}) has {getattr(other, name)!r}; "
+                    "evaluate one run at a time "
                     "(move one of them into another folder)"
                 )

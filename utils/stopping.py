@@ -17,7 +17,10 @@ class Stop:
             raise KeyboardInterrupt
         self.signum = signum
         if self.announce:
-            print(f"\n{signal.Signals(signum).name}: stopping after this step and saving (again to abort)", file=sys.stderr)
+            print(
+                f"\n{signal.Signals(signum).name}: stopping after this step and saving (again to abort)",
+                file=sys.stderr,
+            )
 
 
 @contextmanager

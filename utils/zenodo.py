@@ -101,7 +101,10 @@ def download(entry, dest_dir):
             return dest_dir / entry.name
         part.unlink()
         if attempt == 1:
-            print(f"{entry.name}: MD5 {digest} is not the record's {entry.md5}; deleted, downloading once more", file=sys.stderr)
+            print(
+                f"{entry.name}: MD5 {digest} is not the record's {entry.md5}; deleted, downloading once more",
+                file=sys.stderr,
+            )
     raise ZenodoError(
         f"{entry.name} from {entry.url} failed its MD5 check twice (got {digest}, the record says {entry.md5}) "
         f"and was deleted; try again later, or download it by hand into {dest_dir}"
@@ -110,8 +113,17 @@ def download(entry, dest_dir):
 
 def _download_wget(wget, entry, part):
     """wget --continue appends to the part file; its own progress display goes to stderr."""
-    progress = "bar" if sys.stderr.isatty() else "dot:giga"  # a log gets one line per 32 MB, not a redraw
-    command = [wget, "--continue", "--tries=3", f"--timeout={TIMEOUT}", f"--progress={progress}", "-O", str(part), entry.url]
+    display = "bar" if sys.stderr.isatty() else "dot:giga"  # a log gets one line per 32 MB, not a redraw
+    command = [
+        wget,
+        "--continue",
+        "--tries=3",
+        f"--timeout={TIMEOUT}",
+        f"--progress={display}",
+        "-O",
+        str(part),
+        entry.url,
+    ]
     result = subprocess.run(command)
     if result.returncode != 0:
         reasons = {4: "network failure", 5: "TLS failure", 8: "the server answered with an error"}

@@ -49,7 +49,9 @@ def fft_conv2d(x, weight, bias, tile):
                         kernels.permute(2, 3, 1, 0).reshape(freqs, channels, out_channels))  # (F, B th tw, O)
     product = product.reshape(tile, tile // 2 + 1, batch, tiles_h, tiles_w, out_channels).permute(2, 5, 3, 4, 0, 1)
     out = torch.fft.irfft2(product, s=(tile, tile))[..., :step, :step]  # (B, O, th, tw, step, step)
-    out = out.permute(0, 1, 2, 4, 3, 5).reshape(batch, out_channels, tiles_h * step, tiles_w * step)[..., :out_h, :out_w]
+    out = out.permute(0, 1, 2, 4, 3, 5).reshape(batch, out_channels, tiles_h * step, tiles_w * step)[
+        ..., :out_h, :out_w
+    ]
     return out if bias is None else out + bias[:, None, None]
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from .fft_conv import FFTConv2d
-from .unet_parts import DoubleConv, Divide, Down, OutConv, Up, consistent_conv
+from .unet_parts import Divide, DoubleConv, Down, OutConv, Up, consistent_conv
 
 PAPER_WIDTH = 64  # channels after the first DoubleConv
 PAPER_DEPTH = 4  # number of down-steps (and up-steps)
@@ -28,7 +28,9 @@ class UNet(nn.Module):
         # Channels after inc, down1, ..., down{depth}; the last down-step does not double
         # because bilinear upsampling keeps channels (the authors' `factor = 2`).
         channels = [width * 2**i for i in range(depth)] + [width * 2 ** (depth - 1)]
-        self.inc = DoubleConv(in_channels, width, scaling=scaling)  # 1: a grey image; more: e.g. the deep image prior's input
+        self.inc = DoubleConv(
+            in_channels, width, scaling=scaling
+        )  # 1: a grey image; more: e.g. the deep image prior's input
         for i in range(1, depth + 1):
             setattr(self, f"down{i}", Down(channels[i - 1], channels[i], scaling=scaling))
         for j in range(1, depth + 1):
@@ -46,7 +48,8 @@ class UNet(nn.Module):
         height, width = x.shape[-2:]
         if height % self.multiple or width % self.multiple:
             raise ValueError(
-                f"UNet of depth {self.depth} needs height and width divisible by {self.multiple}, got {height} x {width}"
+                f"UNet of depth {self.depth} needs height and width divisible by {self.multiple}, "
+                f"got {height} x {width}"
             )
         skips = [self.inc(x)]  # (B, width, H, W)
         for i in range(1, self.depth + 1):
@@ -65,7 +68,8 @@ def width_and_depth(state, default):
     for a dict that is no UNet's (loading it then names the missing keys)."""
     if "inc.double_conv.0.weight" not in state:
         return default
-    return state["inc.double_conv.0.weight"].shape[0], len({key.split(".")[0] for key in state if key.startswith("down")})
+    downs = {key.split(".")[0] for key in state if key.startswith("down")}
+    return state["inc.double_conv.0.weight"].shape[0], len(downs)
 
 
 @torch.no_grad()

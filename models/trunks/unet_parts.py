@@ -34,7 +34,9 @@ class Divide(nn.Module):
 def consistent_conv(in_channels, out_channels, scaling, padding_mode="reflect"):
     """A 3s x 3s convolution with the authors' padding."""
     kernel_size = 3 * scaling
-    return nn.Conv2d(in_channels, out_channels, kernel_size, padding=same_padding(kernel_size), padding_mode=padding_mode)
+    return nn.Conv2d(
+        in_channels, out_channels, kernel_size, padding=same_padding(kernel_size), padding_mode=padding_mode
+    )
 
 
 class DoubleConv(nn.Module):
