@@ -14,7 +14,8 @@ zoom(model, k) and give:
                what a network that computed the k = 1 function at every k would score
 Medians come with seeded 95% bootstrap intervals (images resampled, utils.metrics.median_interval).
 
-    python benchmarks/zoom_trial.py --checkpoint CKPT.pt [--n-images 32] [--ks 1 2 3 4 6 8]
+    python benchmarks/zoom_trial.py --checkpoint CKPT.pt [--n-images 32] [--ks 1 2 3 4 6 8] \
+        [--variants pixels physical pixels+centre physical+centre]
 """
 
 import argparse
@@ -31,9 +32,9 @@ from utils.circles import noisy_pairs, sample_circles, split  # noqa: E402
 from utils.metrics import GAP, _crossing, find_edges, edge_measures, interior, median_interval  # noqa: E402
 from utils.weights import load_checkpoint  # noqa: E402
 
-VARIANTS = {  # name: zoom's keyword arguments
-    "pixels": dict(pooling="pixels"),
-    "physical": dict(pooling="physical"),
+VARIANTS = {  # name: zoom's keyword arguments; physical+centre is zoom's default
+    "pixels": dict(pooling="pixels", centre=False),  # what UNet(scaling=k) computes from the zoomed state dict
+    "physical": dict(pooling="physical", centre=False),
     "pixels+centre": dict(pooling="pixels", centre=True),
     "physical+centre": dict(pooling="physical", centre=True),
 }
@@ -107,8 +108,8 @@ def main():
     parser.add_argument("--checkpoint", required=True, help="an s = 1 state dict (or trainer checkpoint)")
     parser.add_argument("--n-images", type=int, default=32, help="first N test images [32]")
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 3, 4, 6, 8])
-    parser.add_argument("--variants", nargs="+", default=["pixels", "physical"], choices=list(VARIANTS))
-    parser.add_argument("--centre-even", action="store_true", help="also the +centre variants at even k")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="+centre variants run at even k only (odd kernels are centred already)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--noise-seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -123,10 +124,8 @@ def main():
     print(f"{'k':>2} {'variant':<16} {'edges':>6} {'jump ratio [95%]':>22} {'k x':>5} {'rise width [95%]':>24} "
           f"{'shift px1 [95%]':>22} {'MSE int.':>8} {'noisy':>7} {'flat':>7} {'k=1 rep.':>8} {'s':>6}")
     for k in args.ks:
-        variants = list(args.variants)
-        if args.centre_even and k % 2 == 0:
-            variants += [f"{v}+centre" for v in args.variants if "+" not in v]
-        for variant in variants:
+        # Centring changes nothing at odd k (odd kernels are centred already).
+        for variant in [v for v in args.variants if k % 2 == 0 or not v.endswith("+centre")]:
             r = measure(model, params, k, variant, args.batch, args.noise_seed, reference)
             (j, jl, jh), (w, wl, wh), (d, dl, dh) = r["jump_ratio"], r["rise_width"], r["shift"]
             print(f"{k:>2} {variant:<16} {r['n_edges']:>6} {j:>7.3f} [{jl:.3f}, {jh:.3f}] {k * j:>5.2f} "
