@@ -28,7 +28,7 @@ import torch
 from models.trunks import UNet, fold_for_inference, width_and_depth
 from unet_circles import PRESETS, preset_config
 from utils import metrics, plotting, zenodo
-from utils.circles import CirclesFileError, load_circles_csv, noisy_pairs, sample_circles, split
+from utils.circles import CirclesFileError, load_circles_csv, noisy_pairs, sample_circles, split, test_pairs
 from utils.device import DeviceError, autocast, pick_device, warn_if_slow_amp
 from utils.runs import RunFolderError, checkpoint_name, configured_models, find_models
 from utils.weights import CheckpointError, load_state_dict, read_weights
@@ -39,18 +39,28 @@ from utils.weights import CheckpointError, load_state_dict, read_weights
 TEST_SAMPLES = (597, 1675, 982, 545, 1923)  # indices into the test split, in the paper's order
 CUT_ROWS = (10, 20, 65, 122, 55)  # each sample's cut row at s = 1 in a CUT_BASE px image
 CUT_BASE = 128  # at another size_orig the row moves to the same height: row * size_orig // CUT_BASE
-FIGURES = {  # file name -> (title, the (s, reg) of its model columns)
+FIGURES = {  # file name -> (title, the (s, reg) of the paper's model columns, also every other reg of this s?)
     "comparison_weight_decays": (
         "U-net outputs for different weight decays (s = 1)",
         ((1, 0.0), (1, 1e-3), (1, 1e-2), (1, 1e-1)),
+        True,  # and the folder's other s = 1 models (the quick preset's 0.5 and 1.25, where its effect shows)
     ),
     "comparison_resolutions": (
         "U-net outputs at different resolutions (reg = 0.001)",
         ((1, 1e-3), (2, 1e-3), (3, 1e-3)),
+        False,
     ),
 }
-TRAINING_FIGURE_REGS = (1e-3, 0.0)  # training.png: every s at these regs, from the trainer's logs
-NOISE_SEED = 0  # the noisy inputs at scaling s are drawn with seed NOISE_SEED + s
+FIGURE_MODELS = sorted({key for _, keys, _ in FIGURES.values() for key in keys})  # the six the paper's figures need
+NOISE_SEED = 0  # the noisy inputs of the five samples at scaling s are drawn with seed NOISE_SEED + s
+# The summary (metrics_summary.csv, regularity.png) measures every model on the first N_TEST images of the
+# test split with the trainer's fixed test noise (utils.circles.test_pairs): at 256 they are exactly the
+# held-out set of the trainer's log. The paper's full-size networks on a CPU cost about 12 s an image for
+# the six figure models (8.4 s of it at s = 3), so there N_TEST_PAPER_CPU keeps the evaluation within 1.5x
+# of its time without the summary; on a GPU, or with patience, give --n-test 256.
+N_TEST = 256
+N_TEST_PAPER_CPU = 3
+BATCH = 32  # test images per forward pass
 OUTPUT_DIR = "data/results/unet"  # default of --output-dir for the paper; another preset: data/results/<preset>
 PROG = "evaluate_unet.py"
 
@@ -60,49 +70,58 @@ class EvaluationError(ValueError):
 
 
 @dataclasses.dataclass
+class Images:
+    """One set of test images and what every model made of it: numpy arrays (n, N, N) float32."""
+
+    noisy: dict = dataclasses.field(default_factory=dict)  # s -> the noisy inputs
+    clean: dict = dataclasses.field(default_factory=dict)  # s -> the ground truth
+    recon: dict = dataclasses.field(default_factory=dict)  # (s, reg) -> the model's outputs
+
+
+@dataclasses.dataclass
 class Outputs:
-    """Everything one evaluation computed, as numpy arrays (n, N, N) float32 per s and per model."""
+    """Everything one evaluation computed."""
 
     models: list  # utils.runs.Model, sorted by (scaling, reg)
-    noisy: dict  # s -> the noisy inputs
-    clean: dict  # s -> the ground truth
-    recon: dict  # (s, reg) -> the model's outputs
-    cut_rows: dict  # s -> each sample's cut row
+    showcase: Images  # the paper's five test samples
+    test: Images  # the first n_test images of the test split, with the trainer's test noise
+    cut_rows: dict  # s -> each showcase sample's cut row
     captions: dict  # (s, reg) -> which weights made the column; "header" and "data" lines too
 
 
 @torch.inference_mode()
 def evaluate(weights_dir, preset="paper", output_dir=OUTPUT_DIR, circles_csv=None, zenodo_url=None, eager=False,
-             device="auto", amp=False):
-    """Run every model of weights_dir on the paper's test samples and write every output; returns metrics.csv's rows.
+             device="auto", amp=False, n_test=None):
+    """Run every model of weights_dir on the paper's five test samples and on n_test held-out test images, and
+    write every output; returns metrics_summary.csv's rows.
 
     preset: the values of weights files without a trainer config, and the Zenodo download's file list.
     zenodo_url: where missing figure weights of the `paper` preset are downloaded from; None: local files only.
     eager: run each network module by module as defined, instead of the default fast float32 path
     (BatchNorm and the divisions by s^2 folded into the convolutions, channels-last memory format, and
     on the CPU the s = 3 network's wide 9 x 9 convolutions by FFT), which computes the same function up
-    to float32 rounding. device, amp: where to run, and whether in bfloat16 autocast.
+    to float32 rounding. device, amp: where to run, and whether in bfloat16 autocast. n_test: None for the
+    default (N_TEST; N_TEST_PAPER_CPU for the paper's networks on a CPU).
     """
     output_dir, device = Path(output_dir), pick_device(device)
+    if n_test is None:
+        n_test = N_TEST_PAPER_CPU if preset == "paper" and device.type == "cpu" else N_TEST
     warn_if_slow_amp(amp, device, PROG)
     _check_writable(output_dir)
     circles = (load_circles_csv(circles_csv), f"circles from {circles_csv}") if circles_csv else None
     models = _models(Path(weights_dir), preset, zenodo_url)
-    outputs = _run_all(models, circles, device, amp, eager)
+    outputs = _run_all(models, circles, n_test, device, amp, eager)
     output_dir.mkdir(parents=True, exist_ok=True)
-    rows = _write_metrics(output_dir / "metrics.csv", outputs)
+    _write_metrics(output_dir / "metrics.csv", outputs)
+    summary = _write_summary(output_dir / "metrics_summary.csv", outputs.test)
     _write_arrays(output_dir / "arrays", outputs)
     _write_singles(output_dir / "single", outputs)
     _write_figures(output_dir, outputs, preset)
-    plotting.regularity_figure(
-        output_dir / "regularity.png",
-        rows,
-        f"Edge sharpness of the U-net outputs, preset {preset}",
-        "\n".join(outputs.captions.values()),
-    )
+    title = f"Edge sharpness and error on {n_test} held-out test images (medians, 95% intervals), preset {preset}"
+    plotting.regularity_figure(output_dir / "regularity.png", summary, title, "\n".join(outputs.captions.values()))
     _write_training_figure(output_dir / "training.png", models, preset)
-    print(f"wrote the figures, metrics.csv, single/ and arrays/ into {output_dir}")
-    return rows
+    print(f"wrote the figures, metrics.csv, metrics_summary.csv, single/ and arrays/ into {output_dir}")
+    return summary
 
 
 def _models(folder, preset, zenodo_url):
@@ -113,7 +132,7 @@ def _models(folder, preset, zenodo_url):
     if folder.is_dir() and configured_models(folder):  # a trainer's run folder: never topped up from Zenodo
         models, notes = find_models(folder, values, preset)
     else:
-        needed = sorted({model for _, columns in FIGURES.values() for model in columns})
+        needed = FIGURE_MODELS
         models, notes = find_models(folder, values, preset) if folder.is_dir() else ([], [])
         have = {model.key for model in models}
         if zenodo_url and preset == "paper" and any(key not in have for key in needed):
@@ -152,55 +171,49 @@ def _check_writable(folder):
         )
 
 
-def _run_all(models, circles, device, amp, eager):
-    """One noisy input per (sample, s), shared by every model at that s (the authors drew anew per model).
+def _run_all(models, circles, n_test, device, amp, eager):
+    """Every model on the five showcase samples and on the n_test test images, each network loaded once.
 
+    One noisy input per image and s, shared by every model at that s (the authors drew anew per model).
     circles: (parameters, where they come from) of a circles file, or None for the models' seeded data set.
     """
     shared = models[0]  # utils.runs.check_shared: every model agrees on the size, noise and data set
-    test, data_note = _test_samples(shared, circles)  # (5, 5, 4)
-    header = f"weights: folder {shared.folder}"
-    captions = {"header": header}
-    captions.update(
-        {m.key: f"  s = {m.scaling}, reg = {m.reg:g}: {m.files.weights().name} ({_source(m)})" for m in models}
-    )
+    seeded = f"the seeded circles data set (n_samples {shared.n_samples}, data_seed {shared.data_seed})"
+    params, origin = circles or (sample_circles(shared.n_samples, seed=shared.data_seed), seeded)
+    showcase, test = _test_params(split(params)[1], origin, n_test)
+    captions = {"header": f"weights: folder {shared.folder}"}
+    for m in models:
+        captions[m.key] = f"  s = {m.scaling}, reg = {m.reg:g}: {m.files.weights().name} ({_source(m)})"
     print("\n".join(captions.values()))
-    noisy, clean, recon = {}, {}, {}
+    captions["data"] = (f"data: {origin}; showcase: test samples {', '.join(map(str, TEST_SAMPLES))}, noise seed "
+                        f"{NOISE_SEED} + s; summary: the first {n_test} test samples, the trainer's test noise; "
+                        f"sigma_noise {shared.sigma_noise}; one noisy input per image and s for all models")
+    images = Images(), Images()
     for s in sorted({m.scaling for m in models}):
-        generator = torch.Generator().manual_seed(NOISE_SEED + s)
-        noisy[s], clean[s] = noisy_pairs(test, shared.size_orig * s, generator, shared.sigma_noise)  # (5, 1, N, N)
+        size = shared.size_orig * s
+        pairs = (noisy_pairs(showcase, size, torch.Generator().manual_seed(NOISE_SEED + s), shared.sigma_noise),
+                 test_pairs(test, size, shared.sigma_noise, shared.data_seed))  # (n, 1, N, N) each
+        for target, (noisy, clean) in zip(images, pairs, strict=True):
+            target.noisy[s], target.clean[s] = noisy[:, 0].numpy(), clean[:, 0].numpy()
         for model in (m for m in models if m.scaling == s):
-            recon[model.key] = _run_model(model, noisy[s], device, amp, eager)[:, 0].numpy()  # (5, N, N)
-    captions["data"] = "\n".join(data_note)
-    cut_rows = {s: [row * shared.size_orig // CUT_BASE * s for row in CUT_ROWS] for s in noisy}
-    return Outputs(
-        models,
-        {s: x[:, 0].numpy() for s, x in noisy.items()},
-        {s: x[:, 0].numpy() for s, x in clean.items()},
-        recon,
-        cut_rows,
-        captions,
-    )
+            tic = time.perf_counter()
+            net = _load_network(model, device, eager)
+            for target, (noisy, _) in zip(images, pairs, strict=True):
+                target.recon[model.key] = _apply(net, noisy, device, amp)[:, 0].numpy()  # (n, N, N)
+            print(f"s = {model.scaling}, reg = {model.reg:g}: {model.files.weights().name}, {len(showcase)} + {n_test} "
+                  f"images in {time.perf_counter() - tic:.2f} s")
+    cut_rows = {s: [row * shared.size_orig // CUT_BASE * s for row in CUT_ROWS] for s in images[0].noisy}
+    return Outputs(models, *images, cut_rows, captions)
 
 
-def _test_samples(model, circles):
-    """The paper's test samples (5, 5, 4) as a tensor, and caption lines saying where they come from."""
-    if circles:
-        params, origin = circles
-    else:
-        params = sample_circles(model.n_samples, seed=model.data_seed)
-        origin = f"the seeded circles data set (n_samples {model.n_samples}, data_seed {model.data_seed})"
-    test = split(params)[1]
+def _test_params(test, origin, n_test):
+    """The showcase samples' (5, 5, 4) and the first n_test test samples' circle parameters, as tensors."""
     if len(test) <= max(TEST_SAMPLES):
-        raise EvaluationError(
-            f"{origin} has {len(params)} samples, too few for test sample {max(TEST_SAMPLES)} "
-            f"of its last 20% (the paper's data set has 10,000)"
-        )
-    note = [
-        f"data: {origin}, test samples {', '.join(map(str, TEST_SAMPLES))};",
-        f"noise: sigma_noise {model.sigma_noise}, seed {NOISE_SEED} + s, one draw per sample and s for all models",
-    ]
-    return torch.as_tensor(test[list(TEST_SAMPLES)]), note
+        raise EvaluationError(f"{origin} has {len(test)} test samples, too few for test sample {max(TEST_SAMPLES)} "
+                              f"of its last 20% (the paper's data set has 10,000)")
+    if not 0 < n_test <= len(test):
+        raise EvaluationError(f"--n-test must be 1 to {len(test)} (the test split of {origin}), got {n_test}")
+    return torch.as_tensor(test[list(TEST_SAMPLES)]), torch.as_tensor(test[:n_test])
 
 
 def _download(folder, names, zenodo_url):
@@ -224,9 +237,8 @@ def _download(folder, names, zenodo_url):
         ) from None
 
 
-def _run_model(model, noisy, device, amp, eager):
-    """Load one checkpoint (strictly, weights only) and run the whole batch through it once."""
-    start = time.perf_counter()
+def _load_network(model, device, eager):
+    """The model's network from its checkpoint (strictly, weights only), ready for inference on the device."""
     path = model.files.weights()
     state = read_weights(path)
     # A trainer's model is rebuilt from its config; a file without one (the authors') shows its own shape.
@@ -234,16 +246,19 @@ def _run_model(model, noisy, device, amp, eager):
     if not model.configured:
         width, depth = width_and_depth(state, (width, depth))
     net = load_state_dict(UNet(model.scaling, width, depth), path, state=state).eval()
-    x = noisy.to(device)
     if not eager:  # the fast path: fewer passes over every feature map, channels-last, FFT where faster
         net = fold_for_inference(net, fft=device.type == "cpu").to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    with autocast(amp, device):
-        output = net.to(device)(x)  # (5, 1, N, N)
-    output = output.float().cpu()
-    print(f"s = {model.scaling}, reg = {model.reg:g}: {path.name}, {len(noisy)} images in "
-          f"{(time.perf_counter() - start) * 1000:.0f} ms")
-    return output
+    return net.to(device)
+
+
+def _apply(net, images, device, amp):
+    """The network's outputs (n, 1, N, N) on the CPU for images (n, 1, N, N), BATCH at a time."""
+    outputs = []
+    for batch in images.split(BATCH):
+        x = batch.to(device).contiguous(memory_format=torch.channels_last)
+        with autocast(amp, device):
+            outputs.append(net(x).float().cpu())
+    return torch.cat(outputs)
 
 
 def _source(model):
@@ -254,12 +269,24 @@ def _source(model):
 
 def _write_metrics(path, outputs):
     """metrics.csv: one row per (sample, s, reg), ground-truth rows first as the reference."""
-    rows = []
+    rows, images = [], outputs.showcase
     for i in range(len(TEST_SAMPLES)):
-        for s, clean in outputs.clean.items():
-            images = [(metrics.GROUND_TRUTH, clean)] + [(reg, x) for (t, reg), x in outputs.recon.items() if t == s]
-            for reg, image in images:
+        for s, clean in images.clean.items():
+            measured = [(metrics.GROUND_TRUTH, clean)] + [(reg, x) for (t, reg), x in images.recon.items() if t == s]
+            for reg, image in measured:
                 rows.append(dict(sample=i, scaling=s, reg=reg, **metrics.summary(image[i], clean[i], s)))
+    _write_csv(path, rows)
+    return rows
+
+
+def _write_summary(path, images):
+    """metrics_summary.csv: per s the ground truth and the noisy input as references, then every model: medians
+    over the test set with 95% bootstrap intervals (utils.metrics.set_summary)."""
+    rows = []
+    for s, clean in images.clean.items():
+        measured = [(metrics.GROUND_TRUTH, clean), (metrics.NOISY_INPUT, images.noisy[s])]
+        measured += [(reg, x) for (t, reg), x in images.recon.items() if t == s]
+        rows += [dict(scaling=s, reg=reg, **metrics.set_summary(x, clean, s)) for reg, x in measured]
     _write_csv(path, rows)
     return rows
 
@@ -278,20 +305,22 @@ def _format(value):
 
 
 def _write_arrays(folder, outputs):
+    """The showcase samples' images as arrays, one .npz per sample and s."""
     folder.mkdir(exist_ok=True)
-    for s, noisy in outputs.noisy.items():
+    images = outputs.showcase
+    for s, noisy in images.noisy.items():
         for i in range(len(noisy)):
-            recons = {f"recon_reg{reg:g}": x[i] for (t, reg), x in outputs.recon.items() if t == s}
-            np.savez(folder / f"sample{i}_scaling{s}.npz", noisy=noisy[i], ground_truth=outputs.clean[s][i], **recons)
+            recons = {f"recon_reg{reg:g}": x[i] for (t, reg), x in images.recon.items() if t == s}
+            np.savez(folder / f"sample{i}_scaling{s}.npz", noisy=noisy[i], ground_truth=images.clean[s][i], **recons)
 
 
 def _write_singles(folder, outputs):
     """Every image and its cut as PNGs, on one grey scale per (sample, s)."""
     folder.mkdir(exist_ok=True)
-    cuts = []
-    for s, noisy in outputs.noisy.items():
-        images = [("noisy", noisy), ("ground_truth", outputs.clean[s])]
-        images += [(f"recon_reg{reg:g}", x) for (t, reg), x in outputs.recon.items() if t == s]
+    cuts, showcase = [], outputs.showcase
+    for s, noisy in showcase.noisy.items():
+        images = [("noisy", noisy), ("ground_truth", showcase.clean[s])]
+        images += [(f"recon_reg{reg:g}", x) for (t, reg), x in showcase.recon.items() if t == s]
         for i, row in enumerate(outputs.cut_rows[s]):
             low, high = plotting.value_range([x[i] for _, x in images])
             for name, x in images:
@@ -303,32 +332,36 @@ def _write_singles(folder, outputs):
 
 def _write_figures(output_dir, outputs, preset):
     """The paper's comparison figures whose models are all in the folder; one line for each skipped."""
-    for name, (title, figure_models) in FIGURES.items():
-        absent = [key for key in figure_models if key not in outputs.recon]
+    images, rows = outputs.showcase, outputs.cut_rows
+    for name, (title, paper_models, more) in FIGURES.items():
+        absent = [key for key in paper_models if key not in images.recon]
         if absent:
             print(f"{name}.png skipped: it needs " + ", ".join(f"s = {s}, reg = {reg:g}" for s, reg in absent) +
                   ", which the weights folder lacks")
             continue
-        s0 = figure_models[0][0]  # inputs are shown at the first column's resolution
-        rows = outputs.cut_rows
-        columns = [(f"noisy input, s = {s0}", outputs.noisy[s0], rows[s0]),
-                   (f"ground truth, s = {s0}", outputs.clean[s0], rows[s0])]
-        columns += [(f"s = {s}, reg = {reg:g}", outputs.recon[s, reg], rows[s]) for s, reg in figure_models]
+        s0 = paper_models[0][0]  # inputs are shown at the first column's resolution
+        keys = sorted({*paper_models, *(key for key in images.recon if more and key[0] == s0)})
+        columns = [(f"noisy input, s = {s0}", images.noisy[s0], rows[s0], images.clean[s0]),
+                   (f"ground truth, s = {s0}", images.clean[s0], rows[s0], None)]
+        columns += [(f"s = {s}, reg = {reg:g}", images.recon[s, reg], rows[s], images.clean[s]) for s, reg in keys]
         captions = outputs.captions
-        caption = "\n".join([captions["header"], *(captions[key] for key in figure_models), captions["data"]])
+        caption = "\n".join([captions["header"], *(captions[key] for key in keys), captions["data"]])
         plotting.comparison_figure(output_dir / f"{name}.png", columns, f"{title}, preset {preset}", caption)
 
 
 def _write_training_figure(path, models, preset):
-    """training.png from the trainer's logs next to the weights (none for downloaded weights)."""
+    """training.png from the trainer's logs next to the weights (none for downloaded weights): every model."""
     logs = {}
     for model in models:
-        if model.reg in TRAINING_FIGURE_REGS and model.files.log.is_file():
+        if model.files.log.is_file():
             with open(model.files.log, newline="") as file:
-                logs[f"s = {model.scaling}, reg = {model.reg:g}"] = list(csv.DictReader(file))
+                label = f"s = {model.scaling}, reg = {model.reg:g}"
+                logs[label] = list(csv.DictReader(file)), model.size_orig * model.scaling
     if logs:
-        plotting.training_figure(path, logs, f"Training of preset {preset}: test loss and edge sharpness",
-                                 f"logs: {models[0].folder}/*.csv (the trainer's, one row per epoch)")
+        title = f"Training of every model of preset {preset}: the test set after each epoch"
+        plotting.training_figure(path, logs, title,
+                                 f"logs: {models[0].folder}/*.csv (the trainer's, one row per epoch; the test set: "
+                                 "its fixed noisy held-out images)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -348,6 +381,9 @@ def main(argv=None):
     parser.add_argument("--output-dir",
                         help=f"where results go (default: {OUTPUT_DIR} for paper, data/results/<preset> for another)")
     parser.add_argument("--circles-csv", help="the authors' circles CSV instead of the seeded data set")
+    parser.add_argument("--n-test", type=int,
+                        help=f"held-out test images the summary measures every model on (the first N of the test "
+                        f"split; default {N_TEST}, for the paper's networks on a CPU {N_TEST_PAPER_CPU})")
     parser.add_argument("--no-download", action="store_true", help="use local weights only, never Zenodo")
     parser.add_argument("--zenodo-url", default=os.environ.get("ZENODO_URL", zenodo.ZENODO_URL),
                         help="Zenodo's base address (default: $ZENODO_URL, else %(default)s)")
@@ -368,7 +404,7 @@ def main(argv=None):
         download_from = args.zenodo_url if args.preset == "paper" and not args.no_download else None
         output_dir = args.output_dir or (OUTPUT_DIR if args.preset == "paper" else f"data/results/{args.preset}")
         evaluate(weights_dir, args.preset, output_dir, args.circles_csv, download_from, args.eager, args.device,
-                 args.amp)
+                 args.amp, args.n_test)
     except (EvaluationError, RunFolderError, CheckpointError, CirclesFileError, DeviceError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2

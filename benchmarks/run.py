@@ -26,7 +26,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evaluate_unet import FIGURES  # noqa: E402
+from evaluate_unet import FIGURE_MODELS  # noqa: E402
 from models.trunks import UNet, fold_for_inference  # noqa: E402
 from unet_circles import PAPER_WEIGHT_DECAYS, preset_config, train_step  # noqa: E402  (the trainer's own step, timed)
 from utils.circles import noisy_pairs, sample_circles  # noqa: E402
@@ -203,7 +203,7 @@ def bench_quick(device):
 def bench_paper_evaluation(device, amp_ok):
     """evaluate_unet.py start to finish on six random full-size checkpoints, against the authors' way:
     every network reloaded for every sample and run on one image (measured here, in this run)."""
-    models = sorted({model for _, columns in FIGURES.values() for model in columns})  # the six the figures need
+    models = FIGURE_MODELS
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         for s, reg in models:

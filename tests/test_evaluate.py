@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from evaluate_unet import FIGURES, NOISE_SEED, TEST_SAMPLES, _download, evaluate, main
+from evaluate_unet import FIGURE_MODELS, NOISE_SEED, TEST_SAMPLES, _download, evaluate, main
 from fake_zenodo import FakeZenodo, closed_port_url, no_proxy  # noqa: F401 (autouse fixture)
 from models.trunks import UNet
 from unet_circles import config_record, model_files, preset_config
@@ -24,7 +24,6 @@ from utils.weights import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["sample", "scaling", "reg", "psnr", "ssim", "rise_width_px", "rise_width_phys", "jump_ratio", "n_edges"]
-FIGURE_MODELS = sorted({model for _, models in FIGURES.values() for model in models})  # the six
 
 
 
@@ -121,13 +120,19 @@ def test_paper_preset_downloads_the_six_figure_files_and_writes_every_output(tmp
 
     # metrics.csv: the columns asked for; a row per (sample, s, reg) and the ground truth as reference.
     table = read_metrics(out / "metrics.csv")
-    assert list(table[0]) == COLUMNS and len(table) == len(rows) == 5 * (5 + 2 + 2)
+    assert list(table[0]) == COLUMNS and len(table) == 5 * (5 + 2 + 2)
     for row in table:
         if row["reg"] == "ground_truth":
             assert float(row["jump_ratio"]) == 1 and float(row["rise_width_px"]) == pytest.approx(0.8)
             assert float(row["rise_width_phys"]) == pytest.approx(0.8 / (128 * int(row["scaling"])), rel=1e-5)
             assert int(row["n_edges"]) > 0
     assert {row["reg"] for row in table if row["scaling"] == "1"} == {"ground_truth", "0", "0.001", "0.01", "0.1"}
+    # metrics_summary.csv: per s the two references, then every model; the paper's default on a CPU: 3 test images.
+    summary = read_metrics(out / "metrics_summary.csv")
+    assert [(r["scaling"], r["reg"]) for r in summary] == [(str(s), reg) for s, reg in [
+        (1, "ground_truth"), (1, "noisy_input"), (1, "0"), (1, "0.001"), (1, "0.01"), (1, "0.1"),
+        (2, "ground_truth"), (2, "noisy_input"), (2, "0.001"), (3, "ground_truth"), (3, "noisy_input"), (3, "0.001")]]
+    assert {r["n_images"] for r in summary} == {"3"} and len(rows) == len(summary)
 
 
 def test_quick_preset_from_the_command_line_with_the_authors_csv(tmp_path):

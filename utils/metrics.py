@@ -24,6 +24,7 @@ GAP = 3  # no other jump within GAP * s pixels of an edge: one kernel width (3s)
 LOW, HIGH = 0.1, 0.9  # the rise width runs from the 10% to the 90% crossing
 BORDER = 3  # the interior leaves out BORDER * s pixels on every side: the prediction conv's reach (3s pixels)
 GROUND_TRUTH = "ground_truth"  # the reg value that marks the reference rows (truth against itself)
+NOISY_INPUT = "noisy_input"  # the reg value of the rows measuring the network's input itself
 
 
 def find_edges(truth, scaling):
@@ -122,12 +123,15 @@ def median_interval(values, groups=None, seed=0, n_boot=N_BOOT):
 
     groups: the image each value belongs to (edges of one image are not independent); then whole
     images are resampled and their edges pooled, as the median itself pools them. Seeded: the same
-    values give the same interval. inf values (a rise that never completes) count as the largest.
+    values give the same interval. inf values (a rise that never completes) count as the largest; nan
+    values (undefined, e.g. the PSNR of an image whose truth is constant) are left out.
     """
     values = np.asarray(values, dtype=np.float64)
+    groups = np.arange(len(values)) if groups is None else np.asarray(groups)
+    defined = ~np.isnan(values)
+    values, groups = values[defined], np.unique(groups[defined], return_inverse=True)[1]
     if not len(values):
         return math.nan, math.nan, math.nan
-    groups = np.arange(len(values)) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
     order = np.argsort(values, kind="stable")
     values, groups = values[order], groups[order]
     rng = np.random.default_rng(seed)
@@ -154,6 +158,10 @@ def set_summary(outputs, truths, scaling, seed=0):
         per_edge["jump_ratio"].append(ratio)
         per_edge["image"].append(np.full(len(width), i))
         data_range = np.ptp(truth)
+        if not data_range:  # no circle in view: PSNR and SSIM are undefined, and left out of their medians
+            for values in per_image.values():
+                values.append(math.nan)
+            continue
         per_image["psnr"].append(psnr(output, truth, data_range))
         per_image["ssim"].append(ssim(output, truth, data_range))
         per_image["psnr_interior"].append(psnr(interior(output, scaling), interior(truth, scaling), data_range))

@@ -1,10 +1,8 @@
-"""Figures of evaluate_unet.py: the paper's comparison figures, single images and cuts, regularity.png.
+"""Figures of evaluate_unet.py: the paper's comparison figures, single images and cuts, regularity.png, training.png.
 
 Images are drawn over the physical square [0, 1]^2 and cuts against the physical position of
 each pixel's centre, so images at different resolutions line up.
 """
-
-import math
 
 import matplotlib
 
@@ -12,9 +10,10 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .metrics import GROUND_TRUTH  # noqa: E402
+from .metrics import GROUND_TRUTH, NOISY_INPUT  # noqa: E402
 
 CUT_STYLE = dict(marker=".", linestyle="none", markersize=2, color="tab:blue")  # the paper plots cuts as dots
+TRUTH_STYLE = dict(color="0.6", linewidth=0.8)  # the ground truth beneath a cut
 
 
 def value_range(images):
@@ -28,14 +27,16 @@ def value_range(images):
 def comparison_figure(path, columns, title, caption):
     """Per sample an image row (cut row marked in red) and below it the cut as dots, on one y-range a sample.
 
-    columns: (label, images (n, H, W), cut rows (n,)) each; H may differ between columns.
+    columns: (label, images (n, H, W), cut rows (n,), truths (n, H, W) or None) each; H may differ between
+    columns. Beneath each column's dots its own ground truth along the same row is drawn as a grey line, so a
+    cut that meets a plateau of the finer truth is not mistaken for a network effect.
     """
     n_samples, n_columns = len(columns[0][1]), len(columns)
-    fig, axes = plt.subplots(2 * n_samples, n_columns, figsize=(0.6 + 1.9 * n_columns, 2.9 * n_samples),
+    fig, axes = plt.subplots(2 * n_samples, n_columns, figsize=(0.8 + 1.9 * n_columns, 2.9 * n_samples),
                              gridspec_kw=dict(height_ratios=[1.7, 0.8] * n_samples), squeeze=False)
     for i in range(n_samples):
-        low, high = value_range([images[i] for _, images, _ in columns])
-        for c, (label, images, rows) in enumerate(columns):
+        low, high = value_range([images[i] for _, images, _, _ in columns])
+        for c, (label, images, rows, truths) in enumerate(columns):
             image, row = images[i], rows[i]
             size = image.shape[-1]
             ax = axes[2 * i, c]
@@ -48,13 +49,23 @@ def comparison_figure(path, columns, title, caption):
             if c == 0:
                 ax.set_ylabel(f"sample {i}", fontsize=9)
             cut = axes[2 * i + 1, c]
-            cut.plot((np.arange(size) + 0.5) / size, image[row], **CUT_STYLE)
+            x = (np.arange(size) + 0.5) / size
+            if truths is not None:
+                cut.step(x, truths[i][row], where="mid", **TRUTH_STYLE)
+            cut.plot(x, image[row], **CUT_STYLE)
             cut.set_xlim(0, 1)
             cut.set_ylim(low, high)
             cut.tick_params(labelsize=6)
             if c:
                 cut.set_yticklabels([])
-    _save(fig, path, title, caption, left=0.55, right=0.1, bottom=0.35, wspace=0.12, hspace=0.3)
+            else:
+                cut.set_ylabel("value", fontsize=7)
+            if i == n_samples - 1:
+                cut.set_xlabel("position x along the red row", fontsize=7)
+    fig.legend(handles=[plt.Line2D([], [], **CUT_STYLE, label="values along the row"),
+                        plt.Line2D([], [], **TRUTH_STYLE, label="ground truth along the same row")],
+               loc="lower right", fontsize=7, ncol=2, frameon=False)
+    _save(fig, path, title, caption, left=0.7, right=0.1, bottom=0.75, wspace=0.12, hspace=0.3)
 
 
 def save_image(path, image, low, high):
@@ -81,66 +92,103 @@ def save_cuts(cuts):
     plt.close(fig)
 
 
-def regularity_figure(path, rows, title, caption):
-    """Median rise width and jump ratio against s (per reg) and against reg (at s = 1), ground truth dashed.
+REFERENCES = {GROUND_TRUTH: ("ground truth", dict(color="k", linestyle="--")),
+              NOISY_INPUT: ("noisy input", dict(color="0.5", linestyle=":"))}
 
-    rows: metrics.csv's rows as dicts, the reference rows with reg GROUND_TRUTH. A point is the
-    median over the samples of each image's median; an infinite one (the rise does not complete
-    anywhere in the row) is left out and the panel says so.
+
+def regularity_figure(path, summary, title, caption):
+    """Medians with their 95% intervals (metrics_summary.csv's rows) against s and, at s = 1, against reg.
+
+    Top: jump ratio, rise width in pixels and in units of the image width against s, a line per reg.
+    Bottom, at s = 1: jump ratio, physical rise width and interior PSNR against reg. The ground truth and
+    the noisy input are drawn as references; an infinite median (the rise never completes in the row)
+    is left out and the panel says so; the legends list only what has points.
     """
-    measures = [("rise_width_px", "median rise width 10-90% (pixels)"), ("jump_ratio", "median jump ratio")]
+    top = [("jump_ratio", "jump ratio"), ("rise_width_px", "rise width 10-90% (pixels)"),
+           ("rise_width_phys", "rise width 10-90% (image widths)")]
+    bottom = [("jump_ratio", "jump ratio"), ("rise_width_phys", "rise width 10-90% (image widths)"),
+              ("psnr_interior", "PSNR, interior (dB)")]
+    scalings = sorted({r["scaling"] for r in summary})
+    regs = sorted({r["reg"] for r in summary if r["reg"] not in REFERENCES})
+    regs_s1 = sorted({r["reg"] for r in summary if r["reg"] not in REFERENCES and r["scaling"] == 1})
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    for ax, (key, label) in zip(axes[0], top, strict=True):
+        for reg in regs:
+            _interval_line(ax, [(s, _row(summary, s, reg)) for s in scalings], key, f"reg = {reg:g}", dict(marker="o"))
+        for ref, (name, style) in REFERENCES.items():
+            _interval_line(ax, [(s, _row(summary, s, ref)) for s in scalings], key, name, dict(style, marker="."))
+        ax.set_xticks(scalings)
+        ax.set_xlabel("resolution factor s")
+        _finish(ax, label)
+    positions = range(len(regs_s1))
+    for ax, (key, label) in zip(axes[1], bottom, strict=True):
+        _interval_line(ax, [(x, _row(summary, 1, reg)) for x, reg in zip(positions, regs_s1, strict=True)], key,
+                       "U-net, s = 1", dict(marker="o"))
+        for ref, (name, style) in REFERENCES.items():
+            value = _row(summary, 1, ref)
+            if value and np.isfinite(value[key]):
+                ax.axhline(value[key], label=name, **style)
+        ax.set_xticks(list(positions), [f"{reg:g}" for reg in regs_s1])
+        ax.set_xlabel("weight decay reg (s = 1)")
+        _finish(ax, label)
+    _save(fig, path, title, caption, left=0.8, right=0.2, bottom=0.55, wspace=0.32, hspace=0.38)
 
-    def median(key, scaling, reg):
-        values = [r[key] for r in rows if r["scaling"] == scaling and r["reg"] == reg]
-        return float(np.median(values)) if values else math.nan
 
-    scalings = sorted({r["scaling"] for r in rows})
-    regs = sorted({r["reg"] for r in rows if r["reg"] != GROUND_TRUTH})
-    regs_s1 = sorted({r["reg"] for r in rows if r["reg"] != GROUND_TRUTH and r["scaling"] == 1})
-    fig, axes = plt.subplots(2, 2, figsize=(9, 7))
-    for m, (key, label) in enumerate(measures):
-        top, bottom = axes[0, m], axes[1, m]
-        curves = [(top, scalings, [median(key, s, reg) for s in scalings], f"reg = {reg:g}") for reg in regs]
-        curves += [(bottom, range(len(regs_s1)), [median(key, 1, reg) for reg in regs_s1], "U-net, s = 1")]
-        for ax, x, y, curve_label in curves:
-            y = np.array(y)
-            ax.plot(x, np.where(np.isinf(y), np.nan, y), marker="o", label=curve_label)
-            if np.isinf(y).any():
-                ax.text(0.02, 0.02, "some points missing: the rise never completes in the row",
-                        transform=ax.transAxes, fontsize=7, color="gray")
-        top.plot(scalings, [median(key, s, GROUND_TRUTH) for s in scalings], "k--", label="ground truth")
-        bottom.axhline(median(key, 1, GROUND_TRUTH), color="k", linestyle="--", label="ground truth")
-        top.set_xticks(scalings)
-        top.set_xlabel("resolution factor s")
-        bottom.set_xticks(range(len(regs_s1)), [f"{reg:g}" for reg in regs_s1])
-        bottom.set_xlabel("weight decay reg (s = 1)")
-        for ax in (top, bottom):
-            ax.set_ylabel(label)
-            ax.set_ylim(bottom=0)
-            ax.ticklabel_format(axis="y", useOffset=False)
-            ax.legend(fontsize=7)
-    _save(fig, path, title, caption, left=0.8, right=0.2, bottom=0.5, wspace=0.3, hspace=0.35)
+def _row(summary, scaling, reg):
+    return next((r for r in summary if r["scaling"] == scaling and r["reg"] == reg), None)
+
+
+def _interval_line(ax, points, key, label, style):
+    """A line through the medians with their intervals as error bars; nothing (and no legend entry) without points."""
+    points = [(x, row) for x, row in points if row is not None]
+    finite = [(x, row) for x, row in points if np.isfinite(row[key])]
+    if len(finite) < len(points):
+        ax.text(0.02, 0.02, "some medians missing: the rise never completes in the row", transform=ax.transAxes,
+                fontsize=7, color="gray")
+    if not finite:
+        return
+    x = [p for p, _ in finite]
+    y = np.array([row[key] for _, row in finite])
+    low = np.array([row[f"{key}_low"] for _, row in finite])
+    high = np.array([row[f"{key}_high"] for _, row in finite])
+    high = np.where(np.isfinite(high), high, y)  # an open interval: drawn to the median only
+    ax.errorbar(x, y, yerr=[y - low, high - y], capsize=3, label=label, **style)
+
+
+def _finish(ax, label):
+    """The y label, a linear axis from 0, and a legend of what has points."""
+    ax.set_ylabel(label)
+    if ax.get_yscale() == "linear":
+        ax.set_ylim(bottom=0)
+        ax.ticklabel_format(axis="y", useOffset=False)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
 
 
 def training_figure(path, logs, title, caption):
-    """Test loss and the test set's median jump ratio against epochs, one line per model.
+    """Per epoch, one line per model: test loss, the test set's median jump ratio and physical rise width, and
+    the squared L2 norm of the weights (what weight decay acts on).
 
-    logs: {label: rows of the trainer's CSV log as dicts}; shows whether the sharpness differences
-    between models persist as training converges.
+    logs: {label: (the trainer's CSV log rows as dicts, image width in pixels)}; shows whether the sharpness
+    differences between models persist as training goes on.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for label, rows in logs.items():
+    panels = [("test_loss", "test loss (MSE)"), ("jump_ratio", "median jump ratio, test set"),
+              ("rise_width_px", "median rise width, test set (image widths)"),
+              ("weight_norm2", "squared L2 norm of the weights")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(17, 3.8))
+    for label, (rows, size) in logs.items():
         epochs = [int(r["epoch"]) for r in rows]
-        axes[0].plot(epochs, [float(r["test_loss"]) for r in rows], marker=".", label=label)
-        axes[1].plot(epochs, [float(r["jump_ratio"]) for r in rows], marker=".", label=label)
+        for ax, (key, _) in zip(axes, panels, strict=True):
+            if key in rows[0]:  # logs of older runs lack weight_norm2
+                scale = size if key == "rise_width_px" else 1
+                ax.plot(epochs, [float(r[key]) / scale for r in rows], marker=".", label=label)
     axes[0].set_yscale("log")
-    axes[0].set_ylabel("test loss (MSE)")
-    axes[1].set_ylabel("median jump ratio, test set")
     axes[1].set_ylim(0, 1)
-    for ax in axes:
+    axes[3].set_yscale("log")
+    for ax, (_, label) in zip(axes, panels, strict=True):
         ax.set_xlabel("epoch")
-        ax.legend(fontsize=7)
-    _save(fig, path, title, caption, left=0.8, right=0.2, bottom=0.5, wspace=0.3)
+        _finish(ax, label)
+    _save(fig, path, title, caption, left=0.8, right=0.2, bottom=0.55, wspace=0.35)
 
 
 def _save(fig, path, title, caption, left, right, bottom, **spacing):
