@@ -426,9 +426,11 @@ def caption(config, results):
         f"image: modified Shepp-Logan phantom at {c.size_orig} * s px, noise sigma {c.sigma_noise:.4g} per pixel"
         + (", clipped to [0, 1]" if c.clip else "") + f", seed {c.data_seed} (one draw per s); cut at height y = {c.cut_height}",
         f"network: consistent U-net, width {c.width}, depth {c.depth}, kernels 3s, convs / s^2; input {c.input_channels} "
-        f"channels, uniform [0, {c.input_scale}) at {c.size_orig} px repeated over s x s blocks, perturbation std {c.input_noise:.4g}",
+        f"channels, uniform [0, {c.input_scale})",
+        f"  at {c.size_orig} px repeated over s x s blocks, perturbed by Gaussian noise of std {c.input_noise:.4g} every iteration",
         f"fit: Adam lr {c.lr}, weight decay reg / s^2, {c.iterations} iterations, output = exponential average {c.ema} "
-        f"of the iterates, seed {c.seed}; best iterations {best}",
+        f"of the iterates, seed {c.seed}",
+        f"best iterations (by PSNR against the ground truth): {best}",
     ])
 
 
@@ -436,6 +438,9 @@ def figures(config, preset, results, rows, folder):
     """comparison_best.png, comparison_final.png (one row per reg, noisy and truth at the first s) and psnr.png."""
     scalings = list(results)
     regs = [reg for reg in config.weight_decays if all(reg in results[s]["fits"] for s in scalings)]
+    if not regs:
+        print("no weight decay is fitted at every s yet: no figures")
+        return
     small_print = caption(config, results)
     s0 = scalings[0]
     row_of = {s: cut_row(config, config.size_orig * s) for s in scalings}
@@ -464,8 +469,7 @@ def evaluate(config, preset):
     rows = summary_rows(config, results)
     write_summary(folder / "metrics_summary.csv", rows)
     write_arrays(folder / "arrays", config, results)
-    if any(r["fits"] for r in results.values()):
-        figures(config, preset, results, rows, folder)
+    figures(config, preset, results, rows, folder)
     for row in rows:
         print(f"s = {row['scaling']} {row['kind']:>12} reg {row['reg']!s:>5} it {row['iteration']!s:>5}: jump ratio "
               f"{row['jump_ratio']:.3f} [{row['jump_ratio_low']:.3f}, {row['jump_ratio_high']:.3f}], rise width "

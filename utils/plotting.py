@@ -150,7 +150,8 @@ def psnr_figure(path, panels, title, caption):
     panels: {panel title: {line label: (psnr per iteration (T,), best iteration (1-based), reference PSNR
     of the noisy input)}}. Shows where a deep image prior starts to fit the noise.
     """
-    fig, axes = plt.subplots(1, len(panels), figsize=(0.6 + 4.2 * len(panels), 3.6), squeeze=False, sharey=True)
+    width = max(9.0, 0.6 + 4.2 * len(panels))  # at least the width of the caption's lines
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 3.6), squeeze=False, sharey=True)
     for ax, (panel, lines) in zip(axes[0], panels.items()):
         for c, (label, (psnr, best, noisy)) in enumerate(lines.items()):
             color = f"C{c}"
