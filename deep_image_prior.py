@@ -54,17 +54,17 @@ from utils.weights import CheckpointError, load_checkpoint, save_atomic
 @dataclass
 class Config:
     # image: the modified Shepp-Logan phantom plus noise
-    size_orig: int = 256  # base resolution in pixels at s = 1 (the authors' phantom.npy has 256); images are size_orig * s wide
+    size_orig: int = 256  # pixels at s = 1 (the authors' phantom.npy has 256); images are size_orig * s wide
     sigma_noise: float = 25 / 255  # std of the Gaussian noise per pixel (DIP's 25/255, as in the authors' phantom_noisy.npy)
     clip: bool = True  # clip the noisy image to [0, 1], as DIP's reference and the authors' phantom_noisy.npy
     data_seed: int = 0  # seed of the noise, one draw per s
-    cut_height: float = 0.1  # height y of the row the figures cut along (the phantom spans -1 to 1; 0.1 crosses both dark ellipses)
+    cut_height: float = 0.1  # height y of the figures' cut (the phantom spans -1 to 1; 0.1 crosses both dark ellipses)
     # generator: the consistent U-net (kernels 3s, every conv divided by s^2)
     width: int = 64  # channels after the first DoubleConv
     depth: int = 4  # down-steps; size_orig must be divisible by 2^depth
     input_channels: int = 32  # channels of the fixed random input (DIP: 32)
-    input_scale: float = 0.1  # the input is uniform noise on [0, input_scale) drawn at size_orig, repeated over s x s blocks (DIP: 0.1)
-    input_noise: float = 1 / 30  # std of the Gaussian perturbation of the input, a new draw (at size_orig, repeated) every iteration (DIP: 1/30; 0: off)
+    input_scale: float = 0.1  # the input: uniform on [0, input_scale) at size_orig px, repeated over s x s blocks (DIP: 0.1)
+    input_noise: float = 1 / 30  # std of the input's Gaussian perturbation, drawn like it, anew every iteration (DIP: 1/30; 0: off)
     # fitting
     scalings: tuple[int, ...] = (1, 2, 3)  # resolution factors s, each >= 1
     weight_decays: tuple[float, ...] = (0.0, 1e-4, 1e-3, 1e-2)  # reg values, each fitted at every s; Adam gets reg / s^2
@@ -278,7 +278,8 @@ def start_fit(config, scaling, reg, device):
     net = UNet(scaling, config.width, config.depth, in_channels=config.input_channels)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=weight_decay(reg, scaling))
     if state is None:
-        write_text_atomic(fit_path(config, scaling, reg, ".json"), json.dumps(fit_config(config, scaling, reg), indent=2) + "\n")
+        record = json.dumps(fit_config(config, scaling, reg), indent=2) + "\n"  # the values that made this fit
+        write_text_atomic(fit_path(config, scaling, reg, ".json"), record)
         return net.to(device), optimizer, new_progress()
     net.load_state_dict(state["model"])
     net.to(device)
@@ -413,8 +414,8 @@ def write_arrays(folder, config, results):
     for s, result in results.items():
         per_reg = {}
         for reg, fit_result in result["fits"].items():
-            per_reg.update({f"best_reg{reg:g}": fit_result["best"], f"final_reg{reg:g}": fit_result["final"],
-                            f"best_iteration_reg{reg:g}": fit_result["best_iteration"], f"psnr_reg{reg:g}": fit_result["psnrs"]})
+            names = {"best": "best", "final": "final", "best_iteration": "best_iteration", "psnrs": "psnr"}
+            per_reg.update({f"{name}_reg{reg:g}": fit_result[key] for key, name in names.items()})
         np.savez(folder / f"scaling{s}.npz", noisy=result["noisy"], ground_truth=result["clean"], **per_reg)
 
 
@@ -424,10 +425,12 @@ def caption(config, results):
     best = ", ".join(f"s={s} reg={reg:g}: {f['best_iteration']}" for s, r in results.items() for reg, f in r["fits"].items())
     return "\n".join([
         f"image: modified Shepp-Logan phantom at {c.size_orig} * s px, noise sigma {c.sigma_noise:.4g} per pixel"
-        + (", clipped to [0, 1]" if c.clip else "") + f", seed {c.data_seed} (one draw per s); cut at height y = {c.cut_height}",
+        + (", clipped to [0, 1]" if c.clip else "")
+        + f", seed {c.data_seed} (one draw per s); cut at height y = {c.cut_height}",
         f"network: consistent U-net, width {c.width}, depth {c.depth}, kernels 3s, convs / s^2; input {c.input_channels} "
         f"channels, uniform [0, {c.input_scale})",
-        f"  at {c.size_orig} px repeated over s x s blocks, perturbed by Gaussian noise of std {c.input_noise:.4g} every iteration",
+        f"  at {c.size_orig} px repeated over s x s blocks, perturbed by Gaussian noise of std {c.input_noise:.4g} "
+        "every iteration",
         f"fit: Adam lr {c.lr}, weight decay reg / s^2, {c.iterations} iterations, output = exponential average {c.ema} "
         f"of the iterates, seed {c.seed}",
         f"best iterations (by PSNR against the ground truth): {best}",
@@ -448,15 +451,17 @@ def figures(config, preset, results, rows, folder):
     for kind in KINDS:
         columns = [(f"noisy input, s = {s0}", [results[s0]["noisy"]] * repeat, [row_of[s0]] * repeat),
                    (f"ground truth, s = {s0}", [results[s0]["clean"]] * repeat, [row_of[s0]] * repeat)]
-        columns += [(f"DIP, s = {s}", [results[s]["fits"][reg][kind] for reg in regs], [row_of[s]] * repeat) for s in scalings]
-        title = f"Deep image prior outputs at the {'iteration of best PSNR' if kind == 'best' else 'last iteration'}, preset {preset}"
+        outputs = {s: [results[s]["fits"][reg][kind] for reg in regs] for s in scalings}
+        columns += [(f"DIP, s = {s}", outputs[s], [row_of[s]] * repeat) for s in scalings]
+        when = "iteration of best PSNR" if kind == "best" else "last iteration"
+        title = f"Deep image prior outputs at the {when}, preset {preset}"
         plotting.comparison_figure(folder / f"comparison_{kind}.png", columns, title, small_print,
                                    row_labels=[f"reg = {reg:g}" for reg in regs])
     noisy_psnr = {row["scaling"]: row["psnr"] for row in rows if row["kind"] == "noisy"}
     panels = {f"reg = {reg:g}": {f"s = {s}": (results[s]["fits"][reg]["psnrs"], results[s]["fits"][reg]["best_iteration"],
                                               noisy_psnr[s]) for s in scalings} for reg in regs}
-    plotting.psnr_figure(folder / "psnr.png", panels, f"Deep image prior: PSNR of the output against iteration, preset {preset}",
-                         small_print)
+    title = f"Deep image prior: PSNR of the output against iteration, preset {preset}"
+    plotting.psnr_figure(folder / "psnr.png", panels, title, small_print)
 
 
 def evaluate(config, preset):

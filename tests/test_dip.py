@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from deep_image_prior import Config, base_input, blocks, build_parser, config_from_args, field_help, fit_path, main, perturbation
+from deep_image_prior import (Config, base_input, blocks, build_parser, config_from_args, field_help, fit_path, main,
+                              perturbation)
 from utils import metrics, phantom
 from utils.weights import load_checkpoint
 
