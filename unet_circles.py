@@ -15,20 +15,17 @@ same name without `_n_epochs_E`, a training state (.state.pt, the newest only: w
 from), a log (.csv) and the config (.json) that lets evaluate_unet.py rebuild the model (utils/runs.py).
 """
 
-import argparse
 import csv
 import hashlib
-import inspect
 import io
 import json
 import math
 import os
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Literal, get_args, get_origin
+from typing import Literal
 
 import numpy as np
 import torch
@@ -37,6 +34,7 @@ import torch.nn.functional as F
 
 from models.trunks import UNet
 from utils.circles import noisy_pairs, sample_circles, split, test_pairs
+from utils.config import ConfigError, Parser, add_config_flags, check_limits, check_writable, given_values, named_preset
 from utils.device import DeviceError, autocast, pick_device, warn_if_slow_amp
 from utils.files import write_text_atomic
 from utils.metrics import edge_measures
@@ -120,28 +118,9 @@ PROG = "unet_circles.py"
 # ----------------------------------------------------------------------------------------------
 
 
-class ConfigError(ValueError):
-    """A bad command line or run folder; the message is one sentence naming the problem and the fix."""
-
-
-def field_help():
-    """Each Config field's comment, read from the block above, so each description is written once."""
-    comments = re.findall(r"^\s+(\w+): .*?  # (.*?)(?:  # noqa.*)?$", inspect.getsource(Config), flags=re.MULTILINE)
-    return dict(comments)
-
-
-def shown_default(config, name):
-    """A field's value as --help shows it."""
-    value = getattr(config, name)
-    if name == "weight_decays":
-        return "; ".join(f"s = {s}: {' '.join(map(str, regs))}" for s, regs in sorted(value.items()))
-    return " ".join(map(str, value)) if isinstance(value, tuple) else value
-
-
 def build_parser(preset="paper"):
     """The command line; --help shows the values of `preset` (the one named on the command line)."""
-    helps, shown = field_help(), preset_config(preset)
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=PROG,
         description="Train the U-net of Habring & Holler on random circles. Where values come from: the Config "
         f"block at the top of {PROG} (the paper's), replaced by the chosen preset's (PRESETS, below the block: "
@@ -153,34 +132,21 @@ def build_parser(preset="paper"):
                         help="named set of values: " + "; ".join(f"{n} changes {c}" for n, c in changed.items()))
     parser.add_argument("--fresh", action="store_true",
                         help="start every chosen model over, deleting its old checkpoints and log")
-    for f in fields(Config):
-        help_text = f"{helps[f.name]} [{preset}: {shown_default(shown, f.name)}]".replace("%", "%%")
-        kwargs = dict(default=argparse.SUPPRESS, help=help_text)
-        if f.type is bool:
-            kwargs.update(action=argparse.BooleanOptionalAction)
-        elif get_origin(f.type) is Literal:
-            kwargs.update(choices=get_args(f.type))
-        elif f.name == "weight_decays":
-            kwargs.update(nargs="+", type=float, metavar="REG")
-        elif get_origin(f.type) is tuple:
-            kwargs.update(nargs="+", type=get_args(f.type)[0])
-        else:
-            kwargs.update(type=f.type)
-        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+    shown = preset_config(preset)
+    table = "; ".join(f"s = {s}: {' '.join(map(str, regs))}" for s, regs in sorted(shown.weight_decays.items()))
+    special = dict(weight_decays=(dict(nargs="+", type=float, metavar="REG"), table))
+    add_config_flags(parser, Config, shown, preset, special)
     return parser
 
 
 def parse_args(argv=None):
     """The command line, parsed by a parser whose --help shows the values of the preset it names."""
-    early = argparse.ArgumentParser(add_help=False)
-    early.add_argument("--preset", default="paper")
-    preset = early.parse_known_args(argv)[0].preset
-    return build_parser(preset if preset in PRESETS else "paper").parse_args(argv)
+    return build_parser(named_preset(argv, PRESETS)).parse_args(argv)
 
 
 def config_from_args(args):
     """Config defaults < preset < command line; weight_decays ends up holding exactly the chosen scalings."""
-    given = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
+    given = given_values(args, Config)
     values = {**PRESETS[args.preset], **given}
     values["scalings"] = tuple(values.get("scalings", Config.scalings))
     if "weight_decays" in given:
@@ -228,28 +194,12 @@ def check_config(config, world_size=1):
             f"--batch-size {c.batch_size} does not split evenly over {world_size} processes",
         ),
     ]
-    for holds, sentence in limits:
-        if not holds:
-            raise ConfigError(sentence)
+    check_limits(limits)
     device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
     if world_size > 1 and device.type not in ("cpu", "cuda"):
         raise ConfigError(f"torchrun needs --device cpu or cuda, got {device.type}")
-    check_writable(config.out_dir)
+    check_writable(config.out_dir, "--out-dir")
     return device
-
-
-def check_writable(folder):
-    """The run folder can be made and written: its nearest existing ancestor is a writable folder."""
-    folder = Path(folder)
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir():
-        raise ConfigError(
-            f"output folder {folder} cannot be made because {existing} is a file; choose another --out-dir"
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"output folder {folder} cannot be written ({existing} is not writable); choose another --out-dir"
-        )
 
 
 # ----------------------------------------------------------------------------------------------

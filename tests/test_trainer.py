@@ -16,7 +16,8 @@ import torch
 
 from fake_zenodo import free_port
 from models.trunks import UNet
-from unet_circles import Config, build_parser, config_from_args, field_help, main, model_files
+from unet_circles import Config, build_parser, config_from_args, main, model_files
+from utils.config import field_help
 from utils.weights import load_checkpoint, load_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ def run_a(tmp_path_factory):
 
 
 def test_every_field_has_a_flag_and_a_help_line():
-    helps = field_help()
+    helps = field_help(Config)
     assert set(helps) == {f.name for f in fields(Config)}
     assert all(helps.values())
     options = {o for a in build_parser()._actions for o in a.option_strings}

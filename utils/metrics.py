@@ -20,6 +20,9 @@ import math
 import numpy as np
 
 MIN_JUMP = 0.1  # smallest ground-truth jump between neighbouring pixels that counts as an edge
+# A jump between levels 0.1 apart comes out a few ulps either side of 0.1 (0.3 - 0.2 is 0.09999999999999998
+# in float64): it counts. Far below any difference the random circles' intensities make.
+JUMP_TOLERANCE = 1e-6
 GAP = 3  # no other jump within GAP * s pixels of an edge: one kernel width (3s) of flat truth
 LOW, HIGH = 0.1, 0.9  # the rise width runs from the 10% to the 90% crossing
 BORDER = 3  # the interior leaves out BORDER * s pixels on every side: the prediction conv's reach (3s pixels)
@@ -38,7 +41,7 @@ def find_edges(truth, scaling):
     near = counts[:, 2 * reach + 1 :] - counts[:, : -2 * reach - 1]  # (H, W - 1)
     j = np.arange(steps.shape[1])
     inside = (j >= reach) & (j + 1 + reach < truth.shape[1])  # the window lies in the image
-    rows, cols = np.nonzero((np.abs(steps) >= MIN_JUMP) & (near == 1) & inside)
+    rows, cols = np.nonzero((np.abs(steps) >= MIN_JUMP - JUMP_TOLERANCE) & (near == 1) & inside)
     return rows, cols, truth[rows, cols], truth[rows, cols + 1]
 
 
@@ -144,11 +147,13 @@ def median_interval(values, groups=None, seed=0, n_boot=N_BOOT):
     return float(np.median(values)), float(low), float(high)
 
 
-def set_summary(outputs, truths, scaling, seed=0):
+def set_summary(outputs, truths, scaling, seed=0, row_block=None):
     """One row of metrics_summary.csv for outputs (n, H, W) against truths (n, H, W) at resolution factor s.
 
     Edge measures are pooled over every edge of every image; PSNR and SSIM are per image, on the whole
     image and on its interior. Each measure gets its median and the interval as NAME_low, NAME_high.
+    row_block: the bootstrap resamples the edges of each block of this many rows of an image together,
+    instead of whole images (for a single image, whose intervals would otherwise be one point).
     """
     per_edge = {"jump_ratio": [], "rise_width_px": [], "image": []}
     per_image = {name: [] for name in ("psnr", "psnr_interior", "ssim", "ssim_interior")}
@@ -156,7 +161,11 @@ def set_summary(outputs, truths, scaling, seed=0):
         width, ratio = edge_measures(output, truth, scaling)
         per_edge["rise_width_px"].append(width)
         per_edge["jump_ratio"].append(ratio)
-        per_edge["image"].append(np.full(len(width), i))
+        if row_block:  # a group per block of rows: (image, block) numbered image-major
+            rows = find_edges(truth, scaling)[0]
+            per_edge["image"].append(i * math.ceil(np.shape(truth)[0] / row_block) + rows // row_block)
+        else:
+            per_edge["image"].append(np.full(len(width), i))
         data_range = np.ptp(truth)
         if not data_range:  # no circle in view: PSNR and SSIM are undefined, and left out of their medians
             for values in per_image.values():

@@ -24,12 +24,13 @@ def value_range(images):
     return low - margin, high + margin
 
 
-def comparison_figure(path, columns, title, caption):
+def comparison_figure(path, columns, title, caption, row_labels=None):
     """Per sample an image row (cut row marked in red) and below it the cut as dots, on one y-range a sample.
 
     columns: (label, images (n, H, W), cut rows (n,), truths (n, H, W) or None) each; H may differ between
     columns. Beneath each column's dots its own ground truth along the same row is drawn as a grey line, so a
     cut that meets a plateau of the finer truth is not mistaken for a network effect.
+    row_labels: one label per image row (default: sample 0, sample 1, ...).
     """
     n_samples, n_columns = len(columns[0][1]), len(columns)
     fig, axes = plt.subplots(2 * n_samples, n_columns, figsize=(0.8 + 1.9 * n_columns, 2.9 * n_samples),
@@ -47,7 +48,7 @@ def comparison_figure(path, columns, title, caption):
             if i == 0:
                 ax.set_title(label, fontsize=9)
             if c == 0:
-                ax.set_ylabel(f"sample {i}", fontsize=9)
+                ax.set_ylabel(row_labels[i] if row_labels else f"sample {i}", fontsize=9)
             cut = axes[2 * i + 1, c]
             x = (np.arange(size) + 0.5) / size
             if truths is not None:
@@ -189,6 +190,32 @@ def training_figure(path, logs, title, caption):
         ax.set_xlabel("epoch")
         _finish(ax, label)
     _save(fig, path, title, caption, left=0.8, right=0.2, bottom=0.55, wspace=0.35)
+
+
+def psnr_figure(path, panels, title, caption):
+    """PSNR against iteration, one panel per weight decay and one line per s, the best and final iterations marked.
+
+    panels: {panel title: {line label: (psnr per iteration (T,), best iteration (1-based), reference PSNR
+    of the noisy input)}}. Shows where a deep image prior starts to fit the noise.
+    """
+    width = max(9.0, 0.6 + 4.2 * len(panels))  # at least the width of the caption's lines
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 3.6), squeeze=False, sharey=True)
+    for ax, (panel, lines) in zip(axes[0], panels.items(), strict=False):
+        for c, (label, (psnr, best, noisy)) in enumerate(lines.items()):
+            color = f"C{c}"
+            iterations = np.arange(1, len(psnr) + 1)
+            ax.plot(iterations, psnr, color=color, linewidth=1, label=label)
+            ax.plot(best, psnr[best - 1], "o", color=color, markersize=5)
+            ax.plot(len(psnr), psnr[-1], "x", color=color, markersize=6)
+            ax.axhline(noisy, color=color, linestyle=":", linewidth=0.8)
+        ax.plot([], [], "ko", markersize=5, label="best PSNR")
+        ax.plot([], [], "kx", markersize=6, label="final iteration")
+        ax.plot([], [], "k:", linewidth=0.8, label="noisy input")
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0, 0].set_ylabel("PSNR against the ground truth (dB)")
+    _save(fig, path, title, caption, left=0.7, right=0.2, bottom=0.5, wspace=0.08)
 
 
 def _save(fig, path, title, caption, left, right, bottom, **spacing):

@@ -5,7 +5,10 @@ import torch
 
 # Independent streams of random draws. unet_circles.py: init, order, noise, test, bn;
 # deep_image_prior.py adds its own names below them.
-STREAMS = {"init": 0, "order": 1, "noise": 2, "test": 3, "bn": 4}
+STREAMS = {"init": 0, "order": 1, "noise": 2, "test": 3, "bn": 4,
+           # deep_image_prior.py: the phantom's noise per s, the fixed input, the network's initialisation
+           # per s, the input's perturbation per iteration
+           "dip_noise": 5, "dip_input": 6, "dip_init": 7, "dip_perturb": 8}
 
 
 def seed_of(stream, *keys):
