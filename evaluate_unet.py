@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.trunks import UNet, fold_for_inference, width_and_depth
+from models.trunks import UNet, fold_for_inference, width_and_depth, zoom
 from unet_circles import PRESETS, preset_config
 from utils import metrics, plotting, zenodo
 from utils.circles import CirclesFileError, load_circles_csv, noisy_pairs, sample_circles, split, test_pairs
@@ -61,8 +61,10 @@ NOISE_SEED = 0  # the noisy inputs of the five samples at scaling s are drawn wi
 N_TEST = 256
 N_TEST_PAPER_CPU = 3
 BATCH = 32  # test images per forward pass
+ZOOM_KS = {"quick": (1, 2, 3, 4, 6, 8), "paper": (1, 2, 3)}  # --zoom alone: the factors k per preset
 OUTPUT_DIR = "data/results/unet"  # default of --output-dir for the paper; another preset: data/results/<preset>
 PROG = "evaluate_unet.py"
+ROOT = Path(__file__).resolve().parent  # the repository: where the default folders are
 
 
 class EvaluationError(ValueError):
@@ -87,11 +89,12 @@ class Outputs:
     test: Images  # the first n_test images of the test split, with the trainer's test noise
     cut_rows: dict  # s -> each showcase sample's cut row
     captions: dict  # (s, reg) -> which weights made the column; "header" and "data" lines too
+    params: tuple  # the circle parameters of the showcase samples and of the test images
 
 
 @torch.inference_mode()
 def evaluate(weights_dir, preset="paper", output_dir=OUTPUT_DIR, circles_csv=None, zenodo_url=None, eager=False,
-             device="auto", amp=False, n_test=None):
+             device="auto", amp=False, n_test=None, zoom_ks=()):
     """Run every model of weights_dir on the paper's five test samples and on n_test held-out test images, and
     write every output; returns metrics_summary.csv's rows.
 
@@ -101,15 +104,20 @@ def evaluate(weights_dir, preset="paper", output_dir=OUTPUT_DIR, circles_csv=Non
     (BatchNorm and the divisions by s^2 folded into the convolutions, channels-last memory format, and
     on the CPU the s = 3 network's wide 9 x 9 convolutions by FFT), which computes the same function up
     to float32 rounding. device, amp: where to run, and whether in bfloat16 autocast. n_test: None for the
-    default (N_TEST; N_TEST_PAPER_CPU for the paper's networks on a CPU).
+    default (N_TEST; N_TEST_PAPER_CPU for the paper's networks on a CPU). zoom_ks: the factors k at which
+    every s = 1 model is also evaluated as an s = k network (models.trunks.zoom), into output_dir/zoom/.
     """
     output_dir, device = Path(output_dir), pick_device(device)
     if n_test is None:
         n_test = N_TEST_PAPER_CPU if preset == "paper" and device.type == "cpu" else N_TEST
     warn_if_slow_amp(amp, device, PROG)
     _check_writable(output_dir)
+    if any(not isinstance(k, int) or k < 1 for k in zoom_ks):
+        raise EvaluationError(f"--zoom takes whole factors k >= 1, got {' '.join(map(str, zoom_ks))}")
     circles = (load_circles_csv(circles_csv), f"circles from {circles_csv}") if circles_csv else None
     models = _models(Path(weights_dir), preset, zenodo_url)
+    if zoom_ks and not any(m.scaling == 1 for m in models):
+        raise EvaluationError(f"--zoom needs a model trained at s = 1, and {weights_dir} has none")
     outputs = _run_all(models, circles, n_test, device, amp, eager)
     output_dir.mkdir(parents=True, exist_ok=True)
     _write_metrics(output_dir / "metrics.csv", outputs)
@@ -120,6 +128,8 @@ def evaluate(weights_dir, preset="paper", output_dir=OUTPUT_DIR, circles_csv=Non
     title = f"Edge sharpness and error on {n_test} held-out test images (medians, 95% intervals), preset {preset}"
     plotting.regularity_figure(output_dir / "regularity.png", summary, title, "\n".join(outputs.captions.values()))
     _write_training_figure(output_dir / "training.png", models, preset)
+    if zoom_ks:
+        _evaluate_zoom(output_dir / "zoom", outputs, sorted(set(zoom_ks)), device, amp, eager, preset)
     print(f"wrote the figures, metrics.csv, metrics_summary.csv, single/ and arrays/ into {output_dir}")
     return summary
 
@@ -202,8 +212,12 @@ def _run_all(models, circles, n_test, device, amp, eager):
                 target.recon[model.key] = _apply(net, noisy, device, amp)[:, 0].numpy()  # (n, N, N)
             print(f"s = {model.scaling}, reg = {model.reg:g}: {model.files.weights().name}, {len(showcase)} + {n_test} "
                   f"images in {time.perf_counter() - tic:.2f} s")
-    cut_rows = {s: [row * shared.size_orig // CUT_BASE * s for row in CUT_ROWS] for s in images[0].noisy}
-    return Outputs(models, *images, cut_rows, captions)
+    return Outputs(models, *images, _cut_rows(shared, images[0].noisy), captions, (showcase, test))
+
+
+def _cut_rows(model, scalings):
+    """Each showcase sample's cut row at every resolution factor s (the same physical height)."""
+    return {s: [row * model.size_orig // CUT_BASE * s for row in CUT_ROWS] for s in scalings}
 
 
 def _test_params(test, origin, n_test):
@@ -237,8 +251,9 @@ def _download(folder, names, zenodo_url):
         ) from None
 
 
-def _load_network(model, device, eager):
-    """The model's network from its checkpoint (strictly, weights only), ready for inference on the device."""
+def _load_network(model, device, eager, zoom_k=1):
+    """The model's network from its checkpoint (strictly, weights only), ready for inference on the device;
+    zoom_k > 1: the s = 1 network seen on a zoom_k times finer grid (models.trunks.zoom)."""
     path = model.files.weights()
     state = read_weights(path)
     # A trainer's model is rebuilt from its config; a file without one (the authors') shows its own shape.
@@ -246,6 +261,8 @@ def _load_network(model, device, eager):
     if not model.configured:
         width, depth = width_and_depth(state, (width, depth))
     net = load_state_dict(UNet(model.scaling, width, depth), path, state=state).eval()
+    if zoom_k > 1:
+        net = zoom(net, zoom_k)
     if not eager:  # the fast path: fewer passes over every feature map, channels-last, FFT where faster
         net = fold_for_inference(net, fft=device.type == "cpu").to(memory_format=torch.channels_last)
     return net.to(device)
@@ -364,6 +381,47 @@ def _write_training_figure(path, models, preset):
                                  "its fixed noisy held-out images)")
 
 
+def _evaluate_zoom(folder, outputs, ks, device, amp, eager, preset):
+    """Every s = 1 model zoomed to each k, on the test images and the showcase samples at size_orig * k:
+    zoom/zoom.csv (medians with intervals, beside the models trained at s = k where the folder has them),
+    zoom/zoom.png and zoom/arrays/sample{i}_k{k}.npz."""
+    shared, (showcase, test) = outputs.models[0], outputs.params
+    s1 = [m for m in outputs.models if m.scaling == 1]
+    (folder / "arrays").mkdir(parents=True, exist_ok=True)
+    rows, cuts = [], {}
+    for k in ks:
+        size = shared.size_orig * k
+        show_noisy, show_clean = noisy_pairs(showcase, size, torch.Generator().manual_seed(NOISE_SEED + k),
+                                             shared.sigma_noise)  # the inputs the s = k models saw, when k = s
+        noisy, clean = test_pairs(test, size, shared.sigma_noise, shared.data_seed)
+        clean_k = clean[:, 0].numpy()
+        rows += [dict(k=k, reg=ref, source=ref, **metrics.set_summary(x, clean_k, k))
+                 for ref, x in ((metrics.GROUND_TRUTH, clean_k), (metrics.NOISY_INPUT, noisy[:, 0].numpy()))]
+        recons = {}
+        for model in s1:
+            tic = time.perf_counter()
+            net = _load_network(model, device, eager, zoom_k=k)
+            recon = _apply(net, noisy, device, amp)[:, 0].numpy()
+            recons[f"recon_reg{model.reg:g}"] = _apply(net, show_noisy, device, amp)[:, 0].numpy()
+            rows.append(dict(k=k, reg=model.reg, source="zoomed", **metrics.set_summary(recon, clean_k, k)))
+            print(f"zoom k = {k}, reg = {model.reg:g}: {len(test)} + {len(showcase)} images in "
+                  f"{time.perf_counter() - tic:.2f} s")
+            cuts[k, model.reg] = recons[f"recon_reg{model.reg:g}"]
+        for (t, reg), recon in outputs.test.recon.items():  # the same test images and noise at s = k
+            if t == k > 1 and reg in {m.reg for m in s1}:
+                rows.append(dict(k=k, reg=reg, source="trained", **metrics.set_summary(recon, clean_k, k)))
+        cuts[k, metrics.GROUND_TRUTH] = show_clean[:, 0].numpy()
+        for i in range(len(showcase)):
+            np.savez(folder / "arrays" / f"sample{i}_k{k}.npz", noisy=show_noisy[i, 0].numpy(),
+                     ground_truth=show_clean[i, 0].numpy(), **{name: x[i] for name, x in recons.items()})
+    _write_csv(folder / "zoom.csv", rows)
+    title = (f"One s = 1 network zoomed to k times its resolution ({len(test)} test images; medians, 95% intervals), "
+             f"preset {preset}")
+    caption = "\n".join([outputs.captions["header"], *(outputs.captions[m.key] for m in s1), outputs.captions["data"]])
+    plotting.zoom_figure(folder / "zoom.png", rows, cuts, _cut_rows(shared, ks), title, caption)
+    print(f"wrote zoom.csv, zoom.png and arrays/ into {folder}")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         """One line, as for every other user error, and exit status 2."""
@@ -384,6 +442,11 @@ def main(argv=None):
     parser.add_argument("--n-test", type=int,
                         help=f"held-out test images the summary measures every model on (the first N of the test "
                         f"split; default {N_TEST}, for the paper's networks on a CPU {N_TEST_PAPER_CPU})")
+    quick, paper = (" ".join(map(str, ZOOM_KS[name])) for name in ("quick", "paper"))
+    parser.add_argument("--zoom", nargs="*", type=int, metavar="K",
+                        help="also evaluate every s = 1 model zoomed to K times its resolution "
+                        f"(models/trunks/zoom.py) into OUTPUT_DIR/zoom/; --zoom alone: {quick} for quick, "
+                        f"{paper} for paper")
     parser.add_argument("--no-download", action="store_true", help="use local weights only, never Zenodo")
     parser.add_argument("--zenodo-url", default=os.environ.get("ZENODO_URL", zenodo.ZENODO_URL),
                         help="Zenodo's base address (default: $ZENODO_URL, else %(default)s)")
@@ -398,13 +461,15 @@ def main(argv=None):
                         "network's wide 9 x 9 convolutions by FFT (equal up to float32 rounding)")
     args = parser.parse_args(argv)
     try:
-        weights_dir = args.weights_dir or preset_config(args.preset).out_dir
+        # Default folders are the repository's, wherever the script is run from; given ones are as given.
+        weights_dir = args.weights_dir or ROOT / preset_config(args.preset).out_dir
         if args.weights_dir and not Path(args.weights_dir).is_dir():
             raise EvaluationError(f"the weights folder {args.weights_dir} does not exist")
         download_from = args.zenodo_url if args.preset == "paper" and not args.no_download else None
-        output_dir = args.output_dir or (OUTPUT_DIR if args.preset == "paper" else f"data/results/{args.preset}")
+        output_dir = args.output_dir or ROOT / (OUTPUT_DIR if args.preset == "paper" else f"data/results/{args.preset}")
+        zoom_ks = () if args.zoom is None else args.zoom or ZOOM_KS.get(args.preset, ZOOM_KS["quick"])
         evaluate(weights_dir, args.preset, output_dir, args.circles_csv, download_from, args.eager, args.device,
-                 args.amp, args.n_test)
+                 args.amp, args.n_test, zoom_ks)
     except (EvaluationError, RunFolderError, CheckpointError, CirclesFileError, DeviceError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -254,8 +255,15 @@ def test_bad_md5_twice_exits_1_with_one_sentence(tmp_path):
 def bad_inputs(tmp_path):
     """(arguments, what the one-line message must say) for each mistake a user can make."""
     quick = ["--preset", "quick", "--weights-dir", tmp_path / "empty"]
+    shipped = ["--preset", "quick"]  # the shipped quick weights: the run fails before it evaluates anything
     return {
         "unknown preset": (["--preset", "huge"], "argument --preset: invalid choice: 'huge'"),
+        "no test images": ([*shipped, "--n-test", "0"], "--n-test must be 1 to 2000 (the test split of the seeded"),
+        "too many test images": ([*shipped, "--n-test", "2001"], "--n-test must be 1 to 2000"),
+        "zoom 0": ([*shipped, "--zoom", "0", "2"], "--zoom takes whole factors k >= 1, got 0 2"),
+        "zoom not a number": ([*shipped, "--zoom", "1.5"], "argument --zoom: invalid int value: '1.5'"),
+        "zoom without s = 1": (["--weights-dir", tmp_path / "s2_only", "--zoom"],
+                               f"--zoom needs a model trained at s = 1, and {tmp_path / 's2_only'} has none"),
         "missing csv": (
             [*quick, "--circles-csv", tmp_path / "nope.csv"],
             f"cannot read circles file {tmp_path / 'nope.csv'}",
@@ -271,8 +279,8 @@ def bad_inputs(tmp_path):
         ),
         "quick not trained": (
             quick,
-            f"no weights in {tmp_path / 'empty'}: neither a config unet_circles.py wrote nor a "
-            f"file like {tmp_path / 'empty'}/size_orig_32_scaling_1_weight_decay_0.0_n_epochs_10.pt; "
+            f"no weights in {tmp_path / 'empty'}: neither a config unet_circles.py wrote nor a file like "
+            f"{tmp_path / 'empty'}/{model_files(preset_config('quick'), 1, 0.0).weights().name}; "
             "make them with `python unet_circles.py --preset quick`",
         ),
         "paper offline": (
@@ -289,6 +297,7 @@ def test_bad_input_is_one_sentence_and_exit_status_2(tmp_path, case):
     (tmp_path / "empty").mkdir()
     (tmp_path / "short.csv").write_text("0.5,0.5,0.2\n")
     (tmp_path / "a_file").write_text("")
+    write_run(dataclasses.replace(tiny_config(tmp_path), out_dir=str(tmp_path / "s2_only")), [(2, 0.0)])
     status, stderr = run_script("--output-dir", tmp_path / "out", *args, cwd=tmp_path)  # a later --output-dir wins
     assert status == 2
     assert stderr.startswith("evaluate_unet.py: error: ") and message in stderr
@@ -432,3 +441,51 @@ def test_the_default_output_folders_are_ignored_by_git_and_the_shipped_figures_a
     assert ignored("data/results/quick/metrics.csv") and ignored("data/results/unet/comparison_resolutions.png")
     assert not ignored("docs/results/quick/metrics.csv") and not ignored("docs/results/quick/regularity.png")
     assert ignored("docs/results/quick/single/sample0_scaling1_noisy.png")
+
+
+def test_the_summary_measures_the_test_set_and_its_noisy_input_row_is_the_noisy_images_own(tmp_path):
+    from utils.circles import test_pairs
+    from utils.metrics import set_summary
+
+    config = tiny_config(tmp_path)
+    write_run(config, [(1, 0.0), (2, 0.0)])
+    rows = evaluate(config.out_dir, "quick", tmp_path / "out", device="cpu", n_test=12)
+    assert [(r["scaling"], r["reg"]) for r in rows] == [(1, "ground_truth"), (1, "noisy_input"), (1, 0.0),
+                                                        (2, "ground_truth"), (2, "noisy_input"), (2, 0.0)]
+    test = torch.as_tensor(split(sample_circles(config.n_samples, seed=config.data_seed))[1][:12])
+    for s in (1, 2):
+        noisy, clean = test_pairs(test, 16 * s, config.sigma_noise, config.data_seed)  # the trainer's test set
+        expected = set_summary(noisy[:, 0].numpy(), clean[:, 0].numpy(), s)
+        row = next(r for r in rows if r["scaling"] == s and r["reg"] == "noisy_input")
+        assert {k: row[k] for k in expected} == expected
+        assert row["n_images"] == 12 and row["jump_ratio_low"] <= row["jump_ratio"] <= row["jump_ratio_high"]
+        truth = next(r for r in rows if r["scaling"] == s and r["reg"] == "ground_truth")
+        measured = (truth["jump_ratio"], truth["rise_width_px"], truth["psnr_interior"])
+        assert measured == (1.0, pytest.approx(0.8), math.inf)
+    written = read_metrics(tmp_path / "out" / "metrics_summary.csv")
+    assert float(written[1]["psnr_interior"]) == pytest.approx(rows[1]["psnr_interior"], rel=1e-5)
+
+
+def test_zoom_writes_the_zoomed_and_the_trained_models_side_by_side(tmp_path):
+    config = tiny_config(tmp_path)
+    write_run(config, [(1, 0.0), (2, 0.0)])
+    out = tmp_path / "out"
+    rows = evaluate(config.out_dir, "quick", out, device="cpu", n_test=6, zoom_ks=(1, 2, 3))
+    table = read_metrics(out / "zoom" / "zoom.csv")
+    assert [(r["k"], r["reg"], r["source"]) for r in table] == [
+        ("1", "ground_truth", "ground_truth"), ("1", "noisy_input", "noisy_input"), ("1", "0", "zoomed"),
+        ("2", "ground_truth", "ground_truth"), ("2", "noisy_input", "noisy_input"), ("2", "0", "zoomed"),
+        ("2", "0", "trained"), ("3", "ground_truth", "ground_truth"), ("3", "noisy_input", "noisy_input"),
+        ("3", "0", "zoomed")]
+    # Zoomed by 1 the network is itself, and the trained s = 2 model saw the same test images: their rows
+    # equal the summary's.
+    summary = read_metrics(out / "metrics_summary.csv")
+    for (k, source), (s, reg) in {("1", "zoomed"): ("1", "0"), ("2", "trained"): ("2", "0")}.items():
+        zoomed = next(r for r in table if r["k"] == k and r["source"] == source)
+        same = next(r for r in summary if r["scaling"] == s and r["reg"] == reg)
+        assert [zoomed[c] for c in same if c not in ("scaling", "reg")] == [v for c, v in same.items()
+                                                                               if c not in ("scaling", "reg")]
+    arrays = np.load(out / "zoom" / "arrays" / "sample4_k3.npz")
+    assert sorted(arrays.files) == ["ground_truth", "noisy", "recon_reg0"]
+    assert all(arrays[name].shape == (48, 48) for name in arrays.files)
+    assert (out / "zoom" / "zoom.png").stat().st_size > 1000 and len(rows) == 6

@@ -89,3 +89,40 @@ def test_summary_of_truth_and_of_a_shifted_output():
     shifted = metrics.summary(truth + 0.2, truth, scaling=1)
     assert shifted["psnr"] == pytest.approx(10 * math.log10(2.0**2 / 0.2**2))  # MSE 0.04
     assert shifted["jump_ratio"] == pytest.approx(1.0)  # an offset keeps the step
+
+
+def test_a_constant_sample_has_a_zero_width_interval():
+    assert metrics.median_interval(np.full(40, 0.7)) == (0.7, 0.7, 0.7)
+    assert metrics.median_interval(np.full(40, 0.7), groups=np.arange(40) // 4) == (0.7, 0.7, 0.7)
+
+
+def test_the_interval_contains_the_median_is_seeded_and_as_wide_as_theory_says():
+    values = np.random.default_rng(3).normal(0.0, 1.0, 400)
+    median, low, high = metrics.median_interval(values, seed=0)
+    assert median == np.median(values) and low < median < high
+    assert metrics.median_interval(values, seed=0) == (median, low, high)  # seeded: the same every time
+    # The median of n normal draws has standard error sqrt(pi / 2) / sqrt(n): a 95% interval about 0.25 wide.
+    assert 0.75 * 2 * 1.96 * math.sqrt(math.pi / 2 / 400) < high - low < 1.25 * 2 * 1.96 * math.sqrt(math.pi / 2 / 400)
+
+
+def test_resampling_whole_images_widens_the_interval_of_values_that_share_an_image():
+    """Edges of one image are alike; resampling images, not edges, shows how little 20 images really tell."""
+    rng = np.random.default_rng(0)
+    image_means = rng.normal(0.0, 1.0, 20)
+    values = np.repeat(image_means, 50) + rng.normal(0.0, 0.05, 1000)  # 50 nearly equal edges per image
+    _, low, high = metrics.median_interval(values)
+    _, group_low, group_high = metrics.median_interval(values, groups=np.repeat(np.arange(20), 50))
+    assert group_high - group_low > 4 * (high - low)
+
+
+def test_undefined_values_are_left_out_and_inf_counts_as_largest():
+    assert metrics.median_interval([1.0, 2.0, math.nan, 3.0])[0] == 2.0
+    assert metrics.median_interval([1.0, math.inf, math.inf])[0] == math.inf
+
+
+@pytest.mark.parametrize("s", [1, 2, 3])
+def test_the_interior_leaves_out_3s_pixels_on_every_side(s):
+    image = np.zeros((2, 32 * s, 32 * s))
+    image[:, 3 * s : -3 * s, 3 * s : -3 * s] = 1.0
+    inner = metrics.interior(image, s)
+    assert inner.shape == (2, 32 * s - 6 * s, 32 * s - 6 * s) and np.all(inner == 1.0)

@@ -233,3 +233,54 @@ def _save(fig, path, title, caption, left, right, bottom, **spacing):
     fig.text(0.01, 0.05 / height, caption, fontsize=6, va="bottom", ha="left", family="monospace")
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def zoom_figure(path, rows, cuts, cut_rows, title, caption, samples=(0, 1)):
+    """One s = 1 network zoomed to k: its cut rows over the physical position for every k (two showcase samples),
+    and against k the jump ratio (log-log, with the 1/k law through k = 1) and the physical rise width, the
+    networks trained at s = k as separate markers.
+
+    rows: zoom.csv's rows (k, reg, source: zoomed / trained / a reference); cuts: (k, reg) -> showcase outputs
+    (n, N, N) and (k, GROUND_TRUTH) -> the truths; cut_rows: k -> each sample's row.
+    """
+    ks = sorted({k for k, _ in cuts})
+    regs = sorted({r["reg"] for r in rows if r["source"] == "zoomed"})
+    shown = 1e-3 if 1e-3 in regs else regs[0]  # the reg whose cuts are drawn: the paper's resolution figure's
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+    colours = plt.cm.viridis(np.linspace(0, 0.9, len(ks)))
+    for ax, i in zip(axes[:2], samples, strict=True):
+        finest = max(ks)
+        truth = cuts[finest, GROUND_TRUTH][i][cut_rows[finest][i]]
+        ax.step((np.arange(len(truth)) + 0.5) / len(truth), truth, where="mid", label=f"ground truth, k = {finest}",
+                **TRUTH_STYLE)
+        for k, colour in zip(ks, colours, strict=True):
+            values = cuts[k, shown][i][cut_rows[k][i]]
+            ax.plot((np.arange(len(values)) + 0.5) / len(values), values, color=colour, linewidth=1, label=f"k = {k}")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("position x along the cut row")
+        ax.set_ylabel(f"sample {i}, reg = {shown:g}: value")
+        ax.legend(fontsize=6, ncol=2)
+    axes[2].set_xscale("log")
+    axes[2].set_yscale("log")
+    panels = ((axes[2], "jump_ratio", "jump ratio"), (axes[3], "rise_width_phys", "rise width (image widths)"))
+    for ax, key, label in panels:
+        for c, reg in enumerate(regs):
+            _interval_line(ax, [(r["k"], r) for r in rows if r["source"] == "zoomed" and r["reg"] == reg], key,
+                           f"zoomed, reg = {reg:g}", dict(marker="o", color=f"C{c}"))
+            _interval_line(ax, [(r["k"], r) for r in rows if r["source"] == "trained" and r["reg"] == reg], key,
+                           f"trained at s = k, reg = {reg:g}", dict(marker="s", linestyle="none", markersize=8,
+                                                                    color=f"C{c}", markeredgecolor="k"))
+        _interval_line(ax, [(r["k"], r) for r in rows if r["source"] == GROUND_TRUTH], key, "ground truth",
+                       dict(REFERENCES[GROUND_TRUTH][1], marker="."))
+        ax.set_xlabel("zoom factor k (resolution s = k)")
+        _finish(ax, label)
+    first = [r for r in rows if r["source"] == "zoomed" and r["reg"] == shown and r["k"] == min(ks)]
+    if first and np.isfinite(first[0]["jump_ratio"]):
+        k = np.array(ks, dtype=float)
+        axes[2].plot(k, first[0]["jump_ratio"] * min(ks) / k, color="0.4", linestyle=":",
+                     label=f"1/k law through k = {min(ks)}, reg = {shown:g}")
+    axes[2].set_xticks(ks, [str(k) for k in ks])
+    axes[2].minorticks_off()
+    axes[2].legend(fontsize=6)
+    axes[3].set_xticks(ks)
+    _save(fig, path, title, caption, left=0.8, right=0.2, bottom=0.55, wspace=0.35)
