@@ -63,9 +63,7 @@ def comparison_figure(path, columns, title, caption, row_labels=None):
                 cut.set_ylabel("value", fontsize=7)
             if i == n_samples - 1:
                 cut.set_xlabel("position x along the red row", fontsize=7)
-    fig.legend(handles=[plt.Line2D([], [], **CUT_STYLE, label="values along the row"),
-                        plt.Line2D([], [], **TRUTH_STYLE, label="ground truth along the same row")],
-               loc="lower right", fontsize=7, ncol=2, frameon=False)
+    caption = "cuts: dots, the values along the red row; grey line, the ground truth along the same row\n" + caption
     _save(fig, path, title, caption, left=0.7, right=0.1, bottom=0.75, wspace=0.12, hspace=0.3)
 
 
