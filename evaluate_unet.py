@@ -14,7 +14,6 @@ folder has its models), regularity.png, training.png (from the trainer's logs), 
 single/ (every image and cut as a PNG) and arrays/ (the raw images, one .npz per sample and s).
 """
 
-import argparse
 import csv
 import dataclasses
 import os
@@ -29,6 +28,7 @@ from models.trunks import UNet, fold_for_inference, width_and_depth, zoom
 from unet_circles import PRESETS, preset_config
 from utils import metrics, plotting, zenodo
 from utils.circles import CirclesFileError, load_circles_csv, noisy_pairs, sample_circles, split, test_pairs
+from utils.config import ConfigError, Parser, check_writable
 from utils.device import DeviceError, autocast, pick_device, warn_if_slow_amp
 from utils.runs import RunFolderError, checkpoint_name, configured_models, find_models
 from utils.weights import CheckpointError, load_state_dict, read_weights
@@ -111,7 +111,7 @@ def evaluate(weights_dir, preset="paper", output_dir=OUTPUT_DIR, circles_csv=Non
     if n_test is None:
         n_test = N_TEST_PAPER_CPU if preset == "paper" and device.type == "cpu" else N_TEST
     warn_if_slow_amp(amp, device, PROG)
-    _check_writable(output_dir)
+    check_writable(output_dir, "--output-dir")  # nothing is created before the models have run
     if any(not isinstance(k, int) or k < 1 for k in zoom_ks):
         raise EvaluationError(f"--zoom takes whole factors k >= 1, got {' '.join(map(str, zoom_ks))}")
     circles = (load_circles_csv(circles_csv), f"circles from {circles_csv}") if circles_csv else None
@@ -135,21 +135,19 @@ def evaluate(weights_dir, preset="paper", output_dir=OUTPUT_DIR, circles_csv=Non
 
 
 def _models(folder, preset, zenodo_url):
-    """The folder's models; for the paper preset's published files, the missing figure weights downloaded first."""
-    if not folder.is_dir() and not (zenodo_url and preset == "paper"):
-        raise EvaluationError(f"the weights folder {folder} does not exist")
+    """The folder's models; for the paper preset's published files, the missing figure weights downloaded first.
+
+    A folder with the trainer's configs is a run of this project's and is never topped up from Zenodo.
+    """
     values = dataclasses.asdict(preset_config(preset))
-    if folder.is_dir() and configured_models(folder):  # a trainer's run folder: never topped up from Zenodo
+    published = zenodo_url and preset == "paper" and not (folder.is_dir() and configured_models(folder))
+    if not folder.is_dir() and not published:
+        raise EvaluationError(f"the weights folder {folder} does not exist")
+    models, notes = find_models(folder, values, preset) if folder.is_dir() else ([], [])
+    missing = [key for key in FIGURE_MODELS if key not in {model.key for model in models}]
+    if published and missing:
+        _download(folder, [_preset_weights_name(values, s, reg) for s, reg in missing], zenodo_url)
         models, notes = find_models(folder, values, preset)
-    else:
-        needed = FIGURE_MODELS
-        models, notes = find_models(folder, values, preset) if folder.is_dir() else ([], [])
-        have = {model.key for model in models}
-        if zenodo_url and preset == "paper" and any(key not in have for key in needed):
-            _download(
-                folder, [_preset_weights_name(values, s, reg) for s, reg in needed if (s, reg) not in have], zenodo_url
-            )
-            models, notes = find_models(folder, values, preset)
     for note in notes:
         print(note)
     if not models:
@@ -169,16 +167,6 @@ def _no_models_message(folder, preset, values):
 def _preset_weights_name(values, scaling, reg):
     """The name a weights file of the preset's table has (the authors' naming)."""
     return checkpoint_name(values["size_orig"], scaling, reg, values["epochs"])
-
-
-def _check_writable(folder):
-    """The output folder can be made: its nearest existing ancestor is a writable folder (nothing is created yet)."""
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        why = "is a file" if not existing.is_dir() else "is not writable"
-        raise EvaluationError(
-            f"cannot write to the output folder {folder} ({existing} {why}); choose another with --output-dir"
-        )
 
 
 def _run_all(models, circles, n_test, device, amp, eager):
@@ -422,14 +410,8 @@ def _evaluate_zoom(folder, outputs, ks, device, amp, eager, preset):
     print(f"wrote zoom.csv, zoom.png and arrays/ into {folder}")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        """One line, as for every other user error, and exit status 2."""
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def main(argv=None):
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                         help="the default weights folder, and the values of weights files without a config beside them "
                         "(the authors' Zenodo files) (default: paper)")
@@ -470,7 +452,7 @@ def main(argv=None):
         zoom_ks = () if args.zoom is None else args.zoom or ZOOM_KS.get(args.preset, ZOOM_KS["quick"])
         evaluate(weights_dir, args.preset, output_dir, args.circles_csv, download_from, args.eager, args.device,
                  args.amp, args.n_test, zoom_ks)
-    except (EvaluationError, RunFolderError, CheckpointError, CirclesFileError, DeviceError) as err:
+    except (EvaluationError, ConfigError, RunFolderError, CheckpointError, CirclesFileError, DeviceError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     except zenodo.ZenodoError as err:

@@ -275,7 +275,8 @@ def bad_inputs(tmp_path):
         ),
         "unwritable output": (
             [*quick, "--output-dir", tmp_path / "a_file" / "out"],
-            "cannot write to the output folder",
+            f"output folder {tmp_path / 'a_file' / 'out'} cannot be made because {tmp_path / 'a_file'} is a file; "
+            "choose another --output-dir",
         ),
         "quick not trained": (
             quick,
