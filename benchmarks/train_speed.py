@@ -5,16 +5,18 @@ One training step is what the trainer does: forward, mean squared error, backwar
 variant trains its own copy of one seeded network on the same batches; the variants' steps are
 interleaved (A, B, A, B, ...) so that the load of a shared machine falls on all alike, and each
 figure is a median. The deviation columns compare one step's output and parameter gradients with
-the direct float32 network's: max |a - b| / max |b|, the worst tensor.
+the direct network's in float64: max |a - b| / max |b|, the worst tensor (direct-cl's own row shows
+what float32 rounding alone gives).
 
     python benchmarks/train_speed.py                                  # s = 2, 3; widths 8, 16 (about 5 min)
-    python benchmarks/train_speed.py --scalings 1 2 3 --variants direct-cl fft bf16-cl bf16-fft
+    python benchmarks/train_speed.py --scalings 1 2 3 --variants fft bf16-cl bf16-fft compile-cl
     python benchmarks/train_speed.py --threads 1 --clock cpu          # process CPU time, 1 thread
 
-Variants: direct-cl (the baseline: channels-last, float32), direct, fft, fft-cl (FFT convolutions,
-NCHW or channels-last), bf16-cl, bf16-fft (bfloat16 autocast: the FFT layers fall back to direct
-convolutions under autocast), compile-cl, compile-fft (torch.compile of the model; the compile
-time is printed apart). Not part of the tests.
+Variants: direct-cl (the baseline: channels-last, float32), direct (NCHW), fft (FFT convolutions,
+models.trunks.fft_train.fft_for_training, channels-last), fft-nchw, bf16-cl, bf16-fft (bfloat16
+autocast; the FFT layers fall back to direct convolutions under autocast), compile-cl, compile-fft
+(torch.compile of the model; its first step, with the compilation, is printed apart). Not part of
+the tests.
 """
 
 import argparse
@@ -29,24 +31,25 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.trunks import UNet  # noqa: E402
-from models.trunks.fft_train import fft_for_training  # noqa: E402
+from models.trunks.fft_train import fft_for_training, reuse_freed_memory  # noqa: E402
 
-VARIANTS = ("direct-cl", "direct", "fft", "fft-cl", "bf16-cl", "bf16-fft", "compile-cl", "compile-fft")
+VARIANTS = ("direct-cl", "direct", "fft", "fft-nchw", "bf16-cl", "bf16-fft", "compile-cl", "compile-fft")
 
 
 def build(variant, base):
-    """(model, optimizer, step) for one variant, from a deep copy of the seeded network `base`."""
+    """(model, gradients, step) for one variant, from a deep copy of the seeded network `base`:
+    gradients(noisy, clean) runs forward and backward without an optimizer step (for the deviations)."""
     model = copy.deepcopy(base)
     if "fft" in variant:
         fft_for_training(model)
-    channels_last = variant.endswith("-cl")
+    channels_last = variant.endswith("-cl") or variant in ("fft", "bf16-fft", "compile-fft")
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     net = torch.compile(model) if variant.startswith("compile") else model
     amp = variant.startswith("bf16")
 
-    def step(noisy, clean):
+    def gradients(noisy, clean):
         if channels_last:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
@@ -54,32 +57,40 @@ def build(variant, base):
         loss = F.mse_loss(prediction.float(), clean)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
         return prediction
 
-    return model, optimizer, step
+    def step(noisy, clean):
+        gradients(noisy, clean)
+        optimizer.step()
+
+    return model, gradients, step
 
 
-def deviation(variant, base, noisy, clean):
-    """Max relative deviation of one step's output and parameter gradients from direct-cl float32's."""
-    results = []
-    for name in ("direct-cl", variant):
-        model, _, _ = build(name, base)
-        net = model
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name.startswith("bf16")):
-            prediction = net(noisy.contiguous(memory_format=torch.channels_last) if name.endswith("-cl") else noisy)
-        F.mse_loss(prediction.float(), clean).backward()
-        results.append([prediction.detach().float()] + [p.grad for p in model.parameters()])
-    worst_out = ((results[1][0] - results[0][0]).abs().max() / results[0][0].abs().max()).item()
-    worst_grad = max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(results[1][1:], results[0][1:]))
-    return worst_out, worst_grad
+def reference(base, noisy, clean):
+    """Output and parameter gradients of the direct network in float64."""
+    model = copy.deepcopy(base).double()
+    prediction = model(noisy.double())
+    F.mse_loss(prediction, clean.double()).backward()
+    return prediction.detach(), {name: p.grad for name, p in model.named_parameters()}
+
+
+def deviation(model, prediction, exact):
+    """Max relative deviation max |a - b| / max |b| of the output and of the worst parameter gradient
+    from float64's. The biases of the convolutions before a training-mode BatchNorm are left out:
+    their exact gradient is 0, so their relative deviation is rounding over rounding."""
+    exact_prediction, exact_grads = exact
+    out_dev = ((prediction.detach().double() - exact_prediction).abs().max() / exact_prediction.abs().max()).item()
+    grad_dev = max(((p.grad.double() - exact_grads[name]).abs().max() / exact_grads[name].abs().max()).item()
+                   for name, p in model.named_parameters()
+                   if not name.endswith((".double_conv.0.bias", ".double_conv.4.bias")))
+    return out_dev, grad_dev
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scalings", type=int, nargs="+", default=[2, 3])
     parser.add_argument("--widths", type=int, nargs="+", default=[8, 16])
-    parser.add_argument("--variants", nargs="+", default=["direct-cl", "direct", "fft"], choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=["direct-cl", "fft"], choices=VARIANTS)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size-orig", type=int, default=32, help="base image size; images are size_orig * s px")
     parser.add_argument("--depth", type=int, default=1)
@@ -87,13 +98,16 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall: elapsed time; cpu: this process's CPU time (steadier on a shared machine)")
+    parser.add_argument("--plain-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (default: reuse_freed_memory(), for every variant)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    malloc = "plain malloc" if args.plain_malloc else f"reuse_freed_memory() {reuse_freed_memory()}"
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     if args.variants[0] != "direct-cl":
         args.variants.insert(0, "direct-cl")  # the speed-ups are against it
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, depth {args.depth}, "
-          f"{args.clock} clock, median of {args.steps} interleaved steps")
+          f"{args.clock} clock, median of {args.steps} interleaved steps, {malloc}")
     print(f"{'s':>2} {'width':>5} {'variant':>12} {'img/s':>8} {'speed-up':>8} {'out dev':>8} {'grad dev':>8}")
     for scaling in args.scalings:
         for width in args.widths:
@@ -102,13 +116,14 @@ def main():
             base = UNet(scaling=scaling, width=width, depth=args.depth)
             batches = [(torch.randn(args.batch, 1, size, size), torch.randn(args.batch, 1, size, size))
                        for _ in range(2)]
-            steps, compile_times = {}, {}
+            exact = reference(base, *batches[0])
+            steps, first_step, deviations = {}, {}, {}
             for variant in args.variants:
-                _, _, step = build(variant, base)
+                model, gradients, step = build(variant, base)
                 tic = time.perf_counter()
-                step(*batches[0])  # warm-up (and compilation)
-                compile_times[variant] = time.perf_counter() - tic
-                step(*batches[1])
+                deviations[variant] = deviation(model, gradients(*batches[0]), exact)  # (and compilation)
+                first_step[variant] = time.perf_counter() - tic
+                step(*batches[1])  # warm-up
                 steps[variant] = step
             times = {variant: [] for variant in args.variants}
             for i in range(args.steps):
@@ -119,12 +134,9 @@ def main():
             baseline = statistics.median(times["direct-cl"])
             for variant in args.variants:
                 median = statistics.median(times[variant])
-                out_dev, grad_dev = deviation(variant, base, *batches[0]) if variant != "direct-cl" else (0.0, 0.0)
-                if variant.startswith("compile"):
-                    out_dev, grad_dev = float("nan"), float("nan")
-                note = f"  (first step {compile_times[variant]:.0f} s)" if variant.startswith("compile") else ""
+                note = f"  (first step {first_step[variant]:.0f} s)" if variant.startswith("compile") else ""
                 print(f"{scaling:>2} {width:>5} {variant:>12} {args.batch / median:8.1f} {baseline / median:7.2f}x "
-                      f"{out_dev:8.1e} {grad_dev:8.1e}{note}", flush=True)
+                      f"{deviations[variant][0]:8.1e} {deviations[variant][1]:8.1e}{note}", flush=True)
 
 
 if __name__ == "__main__":
