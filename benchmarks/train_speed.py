@@ -11,6 +11,13 @@ what float32 rounding alone gives).
     python benchmarks/train_speed.py                                  # s = 2, 3; widths 8, 16 (about 5 min)
     python benchmarks/train_speed.py --scalings 1 2 3 --variants fft bf16-cl bf16-fft compile-cl
     python benchmarks/train_speed.py --threads 1 --clock cpu          # process CPU time, 1 thread
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/train_speed.py --clock busiest-thread
+
+Clocks: wall (elapsed; what an unloaded machine shows, but on a loaded one the variants with many
+short parallel regions lose most), cpu (this process's CPU time; steady with --threads 1), and
+busiest-thread (the CPU time of the busiest of the process's threads, from /proc on Linux: with
+OMP_WAIT_POLICY=PASSIVE, so that waiting threads sleep instead of spinning, an estimate of the
+elapsed time on an unloaded machine that a loaded one disturbs little).
 
 Variants: direct-cl (the baseline: channels-last, float32), direct (NCHW), fft (FFT convolutions,
 models.trunks.fft_train.fft_for_training, channels-last), fft-nchw, bf16-cl, bf16-fft (bfloat16
@@ -21,6 +28,7 @@ the tests.
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
@@ -86,6 +94,30 @@ def deviation(model, prediction, exact):
     return out_dev, grad_dev
 
 
+def thread_seconds():
+    """CPU seconds of each of this process's threads (Linux /proc schedstat, nanoseconds)."""
+    seconds = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                seconds[tid] = int(f.read().split()[0]) / 1e9
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that ended meanwhile
+    return seconds
+
+
+def timed(step, clock):
+    """Seconds of one step by `clock` (see the module's docstring)."""
+    if clock == "busiest-thread":
+        before = thread_seconds()
+        step()
+        after = thread_seconds()
+        return max(after[tid] - before.get(tid, 0.0) for tid in after)
+    tic = time.perf_counter() if clock == "wall" else time.process_time()
+    step()
+    return (time.perf_counter() if clock == "wall" else time.process_time()) - tic
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scalings", type=int, nargs="+", default=[2, 3])
@@ -96,18 +128,17 @@ def main():
     parser.add_argument("--depth", type=int, default=1)
     parser.add_argument("--steps", type=int, default=7, help="timed steps per variant (after 2 warm-up steps)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="wall: elapsed time; cpu: this process's CPU time (steadier on a shared machine)")
+    parser.add_argument("--clock", choices=("wall", "cpu", "busiest-thread"), default="wall")
     parser.add_argument("--plain-malloc", action="store_true",
                         help="leave glibc's malloc as it is (default: reuse_freed_memory(), for every variant)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     malloc = "plain malloc" if args.plain_malloc else f"reuse_freed_memory() {reuse_freed_memory()}"
-    clock = time.perf_counter if args.clock == "wall" else time.process_time
     if args.variants[0] != "direct-cl":
         args.variants.insert(0, "direct-cl")  # the speed-ups are against it
-    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, depth {args.depth}, "
-          f"{args.clock} clock, median of {args.steps} interleaved steps, {malloc}")
+    waiting = os.environ.get("OMP_WAIT_POLICY", "unset")
+    print(f"torch {torch.__version__}, {args.threads} threads (OMP_WAIT_POLICY {waiting}), batch {args.batch}, "
+          f"depth {args.depth}, {args.clock} clock, median of {args.steps} interleaved steps, {malloc}")
     print(f"{'s':>2} {'width':>5} {'variant':>12} {'img/s':>8} {'speed-up':>8} {'out dev':>8} {'grad dev':>8}")
     for scaling in args.scalings:
         for width in args.widths:
@@ -128,9 +159,7 @@ def main():
             times = {variant: [] for variant in args.variants}
             for i in range(args.steps):
                 for variant, step in steps.items():
-                    tic = clock()
-                    step(*batches[i % 2])
-                    times[variant].append(clock() - tic)
+                    times[variant].append(timed(lambda: step(*batches[i % 2]), args.clock))
             baseline = statistics.median(times["direct-cl"])
             for variant in args.variants:
                 median = statistics.median(times[variant])

@@ -2,6 +2,8 @@
 direct convolution, layer by layer and through a whole U-net, and the same checkpoints."""
 
 import copy
+import ctypes
+import sys
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.trunks import UNet
-from models.trunks.fft_train import FFTConv2d, fft_conv2d_train, fft_for_training, fft_size
+from models.trunks.fft_train import FFTConv2d, fft_conv2d_train, fft_for_training, fft_size, reuse_freed_memory
 
 
 def relative(a, b):
@@ -65,6 +67,8 @@ def test_unet_trains_the_same_function_with_fft_convolutions(scaling):
     assert sum(isinstance(m, FFTConv2d) for m in fft.modules()) == 5 + 1
     assert sum(type(m).__name__ == "Divide" for m in fft.modules()) == 1
     assert fft.state_dict().keys() == direct.state_dict().keys()
+    only_nine = fft_for_training(copy.deepcopy(direct), min_kernel=9)
+    assert sum(isinstance(m, FFTConv2d) for m in only_nine.modules()) == (6 if scaling == 3 else 0)
     size = 16 * scaling
     x = torch.rand(3, 1, size, size)
     target = torch.rand(3, 1, size, size)
@@ -105,3 +109,14 @@ def test_checkpoints_load_into_the_plain_unet_and_bfloat16_goes_direct():
             low = fft(x)
         assert low.dtype == torch.bfloat16  # the direct convolution ran, under autocast
         assert relative(low.float(), plain(x)) < 0.1
+
+
+def test_malloc_setting_applies_on_linux_and_is_skipped_without_glibc(monkeypatch):
+    if sys.platform.startswith("linux"):
+        assert reuse_freed_memory() is True
+
+    def no_library(name):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_library)
+    assert reuse_freed_memory() is False

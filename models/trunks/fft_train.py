@@ -239,31 +239,35 @@ class FFTConv2d(nn.Conv2d):
         return super().extra_repr() + (f", divisor={self.divisor}" if self.divisor != 1 else "")
 
 
-def fft_for_training(model):
-    """Swap the wide convolutions of a UNet (kernels 6 x 6 and up, i.e. s >= 2, but not the first layer
-    with its single input channel) for FFTConv2d, in place, keeping every parameter object, and fold
-    the division by s^2 that follows a DoubleConv's convolutions into them (its Divide becomes an
-    Identity); returns the model. The state dict keeps its keys and tensors; the network computes
-    the same function up to float32 rounding, in any memory format (channels-last is faster)."""
+def fft_for_training(model, min_kernel=6):
+    """Swap the wide convolutions of a UNet (kernels min_kernel x min_kernel and up: 6 is s >= 2, 9 is
+    s >= 3; never the first layer with its single input channel) for FFTConv2d, in place, keeping
+    every parameter object, and fold the division by s^2 that follows a DoubleConv's convolutions
+    into them (its Divide becomes an Identity); returns the model. The state dict keeps its keys and
+    tensors; the network computes the same function up to float32 rounding, in any memory format
+    (channels-last is faster). Meant for training: fold_for_inference wants the plain UNet, which
+    loads this one's state dict."""
     for block in model.modules():
         if isinstance(block, DoubleConv):
             layers = block.double_conv
             for i in (0, 4):
                 conv, divide = layers[i], layers[i + 1]
-                if type(conv) is nn.Conv2d and wants_fft(conv) and isinstance(divide, Divide):
+                if type(conv) is nn.Conv2d and wants_fft(conv, min_kernel) and isinstance(divide, Divide):
                     conv.__class__ = FFTConv2d
                     conv.divisor = divide.divisor
                     layers[i + 1] = nn.Identity()
-    if type(model.prediction) is nn.Conv2d and wants_fft(model.prediction):
+    if type(model.prediction) is nn.Conv2d and wants_fft(model.prediction, min_kernel):
         model.prediction.__class__ = FFTConv2d
     return model
 
 
-def wants_fft(conv):
-    """Whether FFT measured faster for this convolution in training (benchmarks/train_speed.py):
-    kernels of 6 x 6 and up with more than one input channel."""
+def wants_fft(conv, min_kernel=6):
+    """Whether to train this convolution by FFT: kernels of min_kernel x min_kernel and up with more
+    than one input channel. Per layer, forward and backward, batch 32, against channels-last direct (one core):
+    9 x 9 (s = 3) 2.0-3.0x; 6 x 6 (s = 2) 1.0-1.3x, the prediction layer (one output) 1.4-1.6x;
+    the first layer (one input channel) would be 2-7x slower (benchmarks/train_speed.py)."""
     kernel = conv.kernel_size[0]
-    return (conv.kernel_size[0] == conv.kernel_size[1] and kernel >= 6 and conv.stride == (1, 1)
+    return (conv.kernel_size[0] == conv.kernel_size[1] and kernel >= min_kernel and conv.stride == (1, 1)
             and conv.dilation == (1, 1) and conv.groups == 1 and conv.in_channels > 1
             and conv.padding[0] == conv.padding[1] and conv.padding_mode in ("zeros", "reflect"))
 
