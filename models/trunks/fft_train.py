@@ -273,15 +273,16 @@ def wants_fft(conv, min_kernel=6):
 
 
 def reuse_freed_memory():
-    """Make glibc's malloc keep freed memory for reuse instead of handing it back to the system
-    (no mmap for large blocks, no trimming), so that the FFT path's large temporaries (tens of MB a
-    layer, several per step) do not fault in fresh zeroed pages every step: about 90,000 page
-    faults and 0.2 s of system time per step at s = 3, width 16, batch 32, without it. Process-wide
-    and harmless for the direct path; the heap stays at its peak size. Returns whether it applied
-    (False where there is no glibc, e.g. macOS or Windows)."""
+    """Make glibc's malloc keep freed blocks of up to 32 MB (its largest mmap threshold) for reuse
+    instead of unmapping them, and keep up to 1 GB free at the top of its heap, so that the FFT
+    path's temporaries (several of 10-45 MB a layer) need not fault in fresh zeroed pages every
+    step: at s = 3, width 16, batch 32, page faults per step 60,000 -> 27,000, about 8 % of a step.
+    Larger blocks are still handed back, so a one-off large allocation does not stay resident.
+    Process-wide, harmless for the direct path. Returns whether it applied (False where there is no
+    glibc, e.g. macOS or Windows)."""
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     except (OSError, AttributeError, TypeError):
         return False
-    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
-    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 32 * 2**20)) and bool(mallopt(m_trim_threshold, 2**30))
