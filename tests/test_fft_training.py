@@ -11,7 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.trunks import UNet
-from models.trunks.fft_train import FFTConv2d, fft_conv2d_train, fft_for_training, fft_size, reuse_freed_memory
+from models.trunks.fft_train import (FFTTrainingConv2d, fft_conv2d_train, fft_for_training, fft_size,
+                                     reuse_freed_memory)
 
 
 def relative(a, b):
@@ -64,11 +65,11 @@ def test_unet_trains_the_same_function_with_fft_convolutions(scaling):
     fft = fft_for_training(copy.deepcopy(direct))
     # Of the six DoubleConv convolutions all but the first (one input channel) run by FFT, their
     # Divides folded in, and so does the prediction layer.
-    assert sum(isinstance(m, FFTConv2d) for m in fft.modules()) == 5 + 1
+    assert sum(isinstance(m, FFTTrainingConv2d) for m in fft.modules()) == 5 + 1
     assert sum(type(m).__name__ == "Divide" for m in fft.modules()) == 1
     assert fft.state_dict().keys() == direct.state_dict().keys()
     only_nine = fft_for_training(copy.deepcopy(direct), min_kernel=9)
-    assert sum(isinstance(m, FFTConv2d) for m in only_nine.modules()) == (6 if scaling == 3 else 0)
+    assert sum(isinstance(m, FFTTrainingConv2d) for m in only_nine.modules()) == (6 if scaling == 3 else 0)
     size = 16 * scaling
     x = torch.rand(3, 1, size, size)
     target = torch.rand(3, 1, size, size)
@@ -102,6 +103,7 @@ def test_checkpoints_load_into_the_plain_unet_and_bfloat16_goes_direct():
     fft = fft_for_training(UNet(scaling=2, width=4, depth=1)).eval()
     plain = UNet(scaling=2, width=4, depth=1).eval()
     plain.load_state_dict(fft.state_dict(), strict=True)
+    fft.load_state_dict(plain.state_dict(), strict=True)  # and back: a resume loads either way
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
         assert relative(fft(x), plain(x)) < 1e-5

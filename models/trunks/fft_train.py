@@ -7,7 +7,7 @@ and the input's gradient backward), and three batched products over the channels
 the input's spectrum is kept from the forward for the weight's gradient. The kernel's spectrum and
 the weight's gradient (a k x k crop) are small DFT matrix products instead of transforms.
 
-fft_for_training(model) swaps the wide convolutions of a UNet for FFTConv2d, a Conv2d with the
+fft_for_training(model) swaps the wide convolutions of a UNet for FFTTrainingConv2d, a Conv2d with the
 same parameters (same objects, same state-dict keys), so the optimizer and checkpoints see no
 difference; reuse_freed_memory() spares the large temporaries a page fault per step.
 """
@@ -221,10 +221,11 @@ def _autocast_enabled(device_type):
         return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
-class FFTConv2d(nn.Conv2d):
+class FFTTrainingConv2d(nn.Conv2d):
     """A Conv2d (stride 1, square kernel) followed by a division by `divisor`, computed by FFT in
-    float32; other dtypes (bfloat16 autocast) go the direct way. Same parameters and state-dict keys
-    as nn.Conv2d."""
+    float32, forward and backward; other dtypes (bfloat16 autocast) go the direct way. Same
+    parameters and state-dict keys as nn.Conv2d. (fft_conv.FFTConv2d is the inference one: tiled,
+    no backward.)"""
 
     divisor = 1  # the s^2 of the Divide it replaced (fft_for_training), else 1
 
@@ -241,7 +242,7 @@ class FFTConv2d(nn.Conv2d):
 
 def fft_for_training(model, min_kernel=6):
     """Swap the wide convolutions of a UNet (kernels min_kernel x min_kernel and up: 6 is s >= 2, 9 is
-    s >= 3; never the first layer with its single input channel) for FFTConv2d, in place, keeping
+    s >= 3; never the first layer with its single input channel) for FFTTrainingConv2d, in place, keeping
     every parameter object, and fold the division by s^2 that follows a DoubleConv's convolutions
     into them (its Divide becomes an Identity); returns the model. The state dict keeps its keys and
     tensors; the network computes the same function up to float32 rounding, in any memory format
@@ -253,11 +254,11 @@ def fft_for_training(model, min_kernel=6):
             for i in (0, 4):
                 conv, divide = layers[i], layers[i + 1]
                 if type(conv) is nn.Conv2d and wants_fft(conv, min_kernel) and isinstance(divide, Divide):
-                    conv.__class__ = FFTConv2d
+                    conv.__class__ = FFTTrainingConv2d
                     conv.divisor = divide.divisor
                     layers[i + 1] = nn.Identity()
     if type(model.prediction) is nn.Conv2d and wants_fft(model.prediction, min_kernel):
-        model.prediction.__class__ = FFTConv2d
+        model.prediction.__class__ = FFTTrainingConv2d
     return model
 
 
