@@ -69,7 +69,7 @@ def main():
         for name, seconds in best.items():
             print(f"  {name:50s} {seconds * 1e3:6.1f}")
         fft_total = sum(seconds for name, seconds in best.items() if not name.startswith("direct"))
-        print(f"  {"FFT forward + backward (sum)":50s} {fft_total * 1e3:6.1f}  "
+        print(f"  {'FFT forward + backward (sum)':50s} {fft_total * 1e3:6.1f}  "
               f"(direct / FFT {best['direct: forward + backward'] / fft_total:.2f})", flush=True)
 
 
