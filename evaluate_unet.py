@@ -104,12 +104,10 @@ def evaluate(weights_dir, preset="paper", output_dir=OUTPUT_DIR, circles_csv=Non
     (BatchNorm and the divisions by s^2 folded into the convolutions, channels-last memory format, and
     on the CPU the s = 3 network's wide 9 x 9 convolutions by FFT), which computes the same function up
     to float32 rounding. device, amp: where to run, and whether in bfloat16 autocast. n_test: None for the
-    default (N_TEST; N_TEST_PAPER_CPU for the paper's networks on a CPU). zoom_ks: the factors k at which
+    default (N_TEST; N_TEST_PAPER_CPU for the paper's full-size networks on a CPU). zoom_ks: the factors k at which
     every s = 1 model is also evaluated as an s = k network (models.trunks.zoom), into output_dir/zoom/.
     """
     output_dir, device = Path(output_dir), pick_device(device)
-    if n_test is None:
-        n_test = N_TEST_PAPER_CPU if preset == "paper" and device.type == "cpu" else N_TEST
     warn_if_slow_amp(amp, device, PROG)
     check_writable(output_dir, "--output-dir")  # nothing is created before the models have run
     if any(not isinstance(k, int) or k < 1 for k in zoom_ks):
@@ -118,6 +116,8 @@ def evaluate(weights_dir, preset="paper", output_dir=OUTPUT_DIR, circles_csv=Non
     models = _models(Path(weights_dir), preset, zenodo_url)
     if zoom_ks and not any(m.scaling == 1 for m in models):
         raise EvaluationError(f"--zoom needs a model trained at s = 1, and {weights_dir} has none")
+    if n_test is None:
+        n_test = N_TEST_PAPER_CPU if device.type == "cpu" and any(_full_size(m) for m in models) else N_TEST
     outputs = _run_all(models, circles, n_test, device, amp, eager)
     output_dir.mkdir(parents=True, exist_ok=True)
     _write_metrics(output_dir / "metrics.csv", outputs)
@@ -153,6 +153,12 @@ def _models(folder, preset, zenodo_url):
     if not models:
         raise EvaluationError(_no_models_message(folder, preset, values))
     return models
+
+
+def _full_size(model):
+    """Whether a model is the paper's full-size network (the Config block's width and size), slow on a CPU."""
+    paper = preset_config("paper")
+    return (model.size_orig, model.width, model.depth) == (paper.size_orig, paper.width, paper.depth)
 
 
 def _no_models_message(folder, preset, values):

@@ -33,6 +33,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from models.trunks import UNet
+from models.trunks.fft_train import fft_for_training, reuse_freed_memory
 from utils.circles import noisy_pairs, sample_circles, split, test_pairs
 from utils.config import ConfigError, Parser, add_config_flags, check_limits, check_writable, given_values, named_preset
 from utils.device import DeviceError, autocast, pick_device, warn_if_slow_amp
@@ -82,6 +83,7 @@ class Config:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda if available, else mps, else cpu
     amp: bool = False  # bfloat16 autocast: faster on GPUs, far slower on CPUs without native bfloat16 (AVX2)
     channels_last: bool = False  # channels-last memory format for the network and its inputs
+    fft: bool = False  # on a CPU, the convolutions with kernels 6 x 6 and up (s >= 2) by FFT: same function, faster
     compile: bool = False  # torch.compile the network (the first steps are slow while it compiles)
 
 
@@ -90,13 +92,15 @@ PRESETS = {
     "quick": dict(  # the paper's method scaled down to run on a laptop CPU; see README, "The quick preset"
         size_orig=32,
         samples=2_000,
-        width=8,
+        width=16,
         depth=1,
         weight_decays={1: (0.0, 1e-3, 1e-2, 1e-1, 0.5, 1.25), 2: (0.0, 1e-3), 3: (0.0, 1e-3)},
-        epochs=10,
+        epochs=20,
+        lr=3e-3,
         lr_schedule="cosine",
         bn_recalibration=20,
         channels_last=True,
+        fft=True,
         out_dir="data/weights/quick",
     ),
 }
@@ -110,7 +114,7 @@ def preset_config(name):
 # Fields that may differ between a checkpoint and the command that resumes it: they pick which
 # models run and where, or only change speed. Every other field changes the trained weights.
 RESUMABLE_CHANGES = ("scalings", "weight_decays", "checkpoint_every", "out_dir", "test_samples", "device",
-                     "channels_last", "compile")
+                     "channels_last", "compile", "fft")
 PROG = "unet_circles.py"
 
 # ----------------------------------------------------------------------------------------------
@@ -444,6 +448,8 @@ class ModelRun:
             start = f"warm start from {previous}"
         else:
             start = "fresh init"
+        if config.fft and self.device.type == "cpu":  # the same parameters and state dict, computed by FFT
+            fft_for_training(self.net)
         self.net.to(self.device)
         if config.channels_last:
             self.net.to(memory_format=torch.channels_last)
@@ -614,6 +620,8 @@ def main(argv=None):
         fail(err)
     if dist_rank() == 0:
         warn_if_slow_amp(config.amp, device, PROG)
+    if config.fft and device.type == "cpu":
+        reuse_freed_memory()  # the FFT's large temporaries: reused, not faulted in afresh every step
     if world > 1:
         if device.type == "cuda":
             torch.cuda.set_device(device)

@@ -39,23 +39,32 @@ def main():
         out = ft._inverse(products, batch, width, n, n, out_rows, out_rows)
         padded_grad = torch.randn(batch, width, n, n)  # the inverse's output, folded in place
         grad_out = torch.randn(batch, width, out_rows, out_rows).contiguous(memory_format=torch.channels_last)
-        direct = nn.Conv2d(width, width, kernel, padding=pad, padding_mode="reflect").to(memory_format=torch.channels_last)
+        direct = nn.Conv2d(width, width, kernel, padding=pad, padding_mode="reflect").to(
+            memory_format=torch.channels_last
+        )
         x_grad = x.detach().requires_grad_()
         pieces = {
             "forward: pad into the FFT buffer": lambda: ft._padded_buffer(x, pad, True, n, n),
             "forward: rfft2": lambda: torch.fft.rfft2(buffer),
-            "forward: spectra to (F, B, C)": lambda: spectra.permute(2, 3, 0, 1).reshape(frequencies, batch, width).contiguous(),
+            "forward: spectra to (F, B, C)": lambda: (
+                spectra.permute(2, 3, 0, 1).reshape(frequencies, batch, width).contiguous()
+            ),
             "forward: kernel spectrum (DFT products)": lambda: ft._kernel_spectrum(weight, n, n),
             "forward: bmm over channels": lambda: torch.bmm(flat, kernel_spectrum),
-            "forward: inverse (ifft, crop, irfft)": lambda: ft._inverse(products, batch, width, n, n, out_rows, out_rows),
+            "forward: inverse (ifft, crop, irfft)": lambda: ft._inverse(
+                products, batch, width, n, n, out_rows, out_rows
+            ),
             "forward: output to channels-last": lambda: out.contiguous(memory_format=torch.channels_last),
             "backward: gradient into the FFT buffer": lambda: ft._padded_buffer(grad_out, 0, False, n, n),
             "backward: rfft2": lambda: torch.fft.rfft2(buffer),
-            "backward: spectra to (F, B, O)": lambda: spectra.permute(2, 3, 0, 1).reshape(frequencies, batch, width).contiguous(),
+            "backward: spectra to (F, B, O)": lambda: (
+                spectra.permute(2, 3, 0, 1).reshape(frequencies, batch, width).contiguous()
+            ),
             "backward: bmm for the input gradient": lambda: torch.bmm(flat, kernel_spectrum.transpose(1, 2).conj()),
             "backward: inverse (ifft, crop, irfft)": lambda: ft._inverse(products, batch, width, n, n, rows, rows),
             "backward: fold reflection, channels-last (+clone)": lambda: ft._unpadded_gradient(
-                padded_grad.clone(), pad, True, x.shape, torch.channels_last),
+                padded_grad.clone(), pad, True, x.shape, torch.channels_last
+            ),
             "backward: weight gradient (bmm, DFT products)": lambda: ft._weight_gradient(products, flat, n, n, kernel),
             "direct: forward + backward": lambda: direct(x_grad).backward(grad_out),
         }

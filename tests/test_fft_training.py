@@ -11,8 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.trunks import UNet
-from models.trunks.fft_train import (FFTTrainingConv2d, fft_conv2d_train, fft_for_training, fft_size,
-                                     reuse_freed_memory)
+from models.trunks.fft_train import FFTTrainingConv2d, fft_conv2d_train, fft_for_training, fft_size, reuse_freed_memory
 
 
 def relative(a, b):
@@ -42,7 +41,7 @@ def test_layer_output_and_every_gradient_equal_the_direct_ones(kernel, padding_m
     assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     assert got[0].is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     assert relative(out, expected.float() / 4) < 2e-6
-    for g, w in zip(got, wanted):  # the scale 1/4 carries into every gradient
+    for g, w in zip(got, wanted, strict=True):  # the scale 1/4 carries into every gradient
         assert relative(g, w.float() / 4) < 2e-6
 
 
@@ -78,13 +77,13 @@ def test_unet_trains_the_same_function_with_fft_convolutions(scaling):
     fft_out, fft_grads, fft_stats = trained_bits(fft.to(memory_format=torch.channels_last),
                                                  x.contiguous(memory_format=torch.channels_last), target)
     assert relative(fft_out, out) < 1e-5
-    for name, a, b in zip([n for n, _ in direct.named_parameters()], fft_grads, grads):
+    for name, a, b in zip([n for n, _ in direct.named_parameters()], fft_grads, grads, strict=True):
         # A convolution's bias before training-mode BatchNorm has no effect: its exact gradient is 0.
         if name.endswith((".double_conv.0.bias", ".double_conv.4.bias")):
             assert a.abs().max() < 1e-5 * max(g.abs().max() for g in grads)
         else:
             assert relative(a, b) < 1e-4, name
-    for a, b in zip(fft_stats, stats):
+    for a, b in zip(fft_stats, stats, strict=True):
         assert relative(a, b) < 1e-5
 
 
@@ -95,7 +94,7 @@ def test_a_rerun_gives_bitwise_the_same_step():
     first = trained_bits(copy.deepcopy(model), x, target)
     second = trained_bits(copy.deepcopy(model), x, target)
     assert torch.equal(first[0], second[0])
-    assert all(torch.equal(a, b) for a, b in zip(first[1], second[1]))
+    assert all(torch.equal(a, b) for a, b in zip(first[1], second[1], strict=True))
 
 
 def test_checkpoints_load_into_the_plain_unet_and_bfloat16_goes_direct():

@@ -101,7 +101,7 @@ def test_library_defaults_equal_the_config_block():
 def test_defaults_then_preset_then_flags():
     assert config_of().size_orig == 128 and config_of().weight_decays[3] == (1e-2, 1e-1, 1e-3, 0.0)
     quick = config_of("--preset", "quick", "--width", "8")
-    assert (quick.size_orig, quick.width, quick.epochs) == (32, 8, 10)
+    assert (quick.size_orig, quick.width, quick.epochs) == (32, 8, 20)  # --width 8 beats the preset's 16
     one = config_of("--scalings", "3", "--weight-decays", "1e-3")
     assert one.weight_decays == {3: (1e-3,)}  # exactly one model, for a job array
     assert config_of("--scalings", "1", "2", "--weight-decays", "0", "1e-3").weight_decays == {

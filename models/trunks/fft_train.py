@@ -20,7 +20,7 @@ from functools import lru_cache
 import torch
 import torch.nn as nn
 
-from .unet_parts import DoubleConv, Divide
+from .unet_parts import Divide, DoubleConv
 
 PRIMES = (2, 3, 5, 7, 13)  # 104 = 8 x 13 (s = 3, 96 px, padded) measured as fast as 108
 
@@ -189,7 +189,8 @@ class _FFTCorrelation(torch.autograd.Function):
         batch, out_channels = grad_out.shape[:2]
         frequencies = n_h * (n_w // 2 + 1)
         grad_spectra = torch.fft.rfft2(_padded_buffer(grad_out, 0, False, n_h, n_w))  # (B, O, n_h, n_w')
-        grad_spectra = grad_spectra.permute(2, 3, 0, 1).reshape(frequencies, batch, out_channels).contiguous()  # (F, B, O)
+        grad_spectra = grad_spectra.permute(2, 3, 0, 1).reshape(frequencies, batch, out_channels)
+        grad_spectra = grad_spectra.contiguous()  # (F, B, O)
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:  # the transposed correlation: a convolution with the kernel
             products = torch.bmm(grad_spectra, kernel_spectrum.transpose(1, 2).conj())  # (F, B, C)
