@@ -140,9 +140,16 @@ def median_interval(values, groups=None, seed=0, n_boot=N_BOOT):
     rng = np.random.default_rng(seed)
     n_groups = groups.max() + 1
     counts = rng.multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=n_boot)  # (n_boot, n_groups)
-    weights = np.cumsum(counts[:, groups], axis=1)  # (n_boot, n_values): resampled values up to each sorted one
-    # The (lower) median of each resample: the first sorted value at which half the weight is reached.
-    medians = values[np.argmax(2 * weights >= weights[:, -1:], axis=1)]
+    # How many values of each group lie at or before each sorted value; a resample's weight up to each sorted
+    # value is then one matrix product (integers far below 2^24: exact in float32).
+    before = np.zeros((n_groups, len(values)), dtype=np.float32)
+    before[groups, np.arange(len(values))] = 1
+    before = np.cumsum(before, axis=1)  # (n_groups, n_values)
+    medians = np.empty(n_boot)
+    for rows in np.array_split(np.arange(n_boot), max(1, n_boot * len(values) // 2**24)):  # chunks of ~64 MB
+        weights = counts[rows].astype(np.float32) @ before  # (rows, n_values): resampled values up to each one
+        # The (lower) median of each resample: the first sorted value at which half the weight is reached.
+        medians[rows] = values[np.argmax(2 * weights >= weights[:, -1:], axis=1)]
     low, high = np.quantile(medians, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], method="inverted_cdf")
     return float(np.median(values)), float(low), float(high)
 
