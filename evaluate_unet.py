@@ -62,6 +62,11 @@ N_TEST = 256
 N_TEST_PAPER_CPU = 3
 BATCH = 32  # test images per forward pass
 ZOOM_KS = {"quick": (1, 2, 3, 4, 6, 8), "paper": (1, 2, 3)}  # --zoom alone: the factors k per preset
+# Zoomed to k an image costs about k^4 times the s = 1 one with direct convolutions (k^2 more pixels, k^2
+# wider kernels); the wide kernels (k >= 4) go by FFT (models/trunks/fft_conv.py), and the zoom measures
+# the first ZOOM_N_TEST test images (of --n-test): for the quick preset's six s = 1 models at k up to 8,
+# about a minute on 2 cores.
+ZOOM_N_TEST = 32
 OUTPUT_DIR = "data/results/unet"  # default of --output-dir for the paper; another preset: data/results/<preset>
 PROG = "evaluate_unet.py"
 ROOT = Path(__file__).resolve().parent  # the repository: where the default folders are
@@ -94,7 +99,7 @@ class Outputs:
 
 @torch.inference_mode()
 def evaluate(weights_dir, preset="paper", output_dir=OUTPUT_DIR, circles_csv=None, zenodo_url=None, eager=False,
-             device="auto", amp=False, n_test=None, zoom_ks=()):
+             device="auto", amp=False, n_test=None, zoom_ks=(), zoom_n_test=ZOOM_N_TEST):
     """Run every model of weights_dir on the paper's five test samples and on n_test held-out test images, and
     write every output; returns metrics_summary.csv's rows.
 
@@ -105,13 +110,16 @@ def evaluate(weights_dir, preset="paper", output_dir=OUTPUT_DIR, circles_csv=Non
     on the CPU the s = 3 network's wide 9 x 9 convolutions by FFT), which computes the same function up
     to float32 rounding. device, amp: where to run, and whether in bfloat16 autocast. n_test: None for the
     default (N_TEST; N_TEST_PAPER_CPU for the paper's full-size networks on a CPU). zoom_ks: the factors k at which
-    every s = 1 model is also evaluated as an s = k network (models.trunks.zoom), into output_dir/zoom/.
+    every s = 1 model is also evaluated as an s = k network (models.trunks.zoom), into output_dir/zoom/, on the
+    first zoom_n_test of the test images.
     """
     output_dir, device = Path(output_dir), pick_device(device)
     warn_if_slow_amp(amp, device, PROG)
     check_writable(output_dir, "--output-dir")  # nothing is created before the models have run
     if any(not isinstance(k, int) or k < 1 for k in zoom_ks):
         raise EvaluationError(f"--zoom takes whole factors k >= 1, got {' '.join(map(str, zoom_ks))}")
+    if zoom_n_test < 1:
+        raise EvaluationError(f"--zoom-n-test must be at least 1, got {zoom_n_test}")
     circles = (load_circles_csv(circles_csv), f"circles from {circles_csv}") if circles_csv else None
     models = _models(Path(weights_dir), preset, zenodo_url)
     if zoom_ks and not any(m.scaling == 1 for m in models):
@@ -129,7 +137,8 @@ def evaluate(weights_dir, preset="paper", output_dir=OUTPUT_DIR, circles_csv=Non
     plotting.regularity_figure(output_dir / "regularity.png", summary, title, "\n".join(outputs.captions.values()))
     _write_training_figure(output_dir / "training.png", models, preset)
     if zoom_ks:
-        _evaluate_zoom(output_dir / "zoom", outputs, sorted(set(zoom_ks)), device, amp, eager, preset)
+        _evaluate_zoom(output_dir / "zoom", outputs, sorted(set(zoom_ks)), min(zoom_n_test, n_test),
+                       (device, amp, eager), preset)
     print(f"wrote the figures, metrics.csv, metrics_summary.csv, single/ and arrays/ into {output_dir}")
     return summary
 
@@ -375,11 +384,13 @@ def _write_training_figure(path, models, preset):
                                  "its fixed noisy held-out images)")
 
 
-def _evaluate_zoom(folder, outputs, ks, device, amp, eager, preset):
-    """Every s = 1 model zoomed to each k, on the test images and the showcase samples at size_orig * k:
-    zoom/zoom.csv (medians with intervals, beside the models trained at s = k where the folder has them),
-    zoom/zoom.png and zoom/arrays/sample{i}_k{k}.npz."""
+def _evaluate_zoom(folder, outputs, ks, n_test, run, preset):
+    """Every s = 1 model zoomed to each k, on the first n_test test images and the showcase samples at
+    size_orig * k: zoom/zoom.csv (medians with intervals, beside the models trained at s = k where the folder
+    has them, on the same images), zoom/zoom.png and zoom/arrays/sample{i}_k{k}.npz. run: (device, amp, eager)."""
+    device, amp, eager = run
     shared, (showcase, test) = outputs.models[0], outputs.params
+    test = test[:n_test]
     s1 = [m for m in outputs.models if m.scaling == 1]
     (folder / "arrays").mkdir(parents=True, exist_ok=True)
     rows, cuts = [], {}
@@ -401,9 +412,10 @@ def _evaluate_zoom(folder, outputs, ks, device, amp, eager, preset):
             print(f"zoom k = {k}, reg = {model.reg:g}: {len(test)} + {len(showcase)} images in "
                   f"{time.perf_counter() - tic:.2f} s")
             cuts[k, model.reg] = recons[f"recon_reg{model.reg:g}"]
-        for (t, reg), recon in outputs.test.recon.items():  # the same test images and noise at s = k
-            if t == k > 1 and reg in {m.reg for m in s1}:
-                rows.append(dict(k=k, reg=reg, source="trained", **metrics.set_summary(recon, clean_k, k)))
+        for model in outputs.models:  # the models trained at s = k, on the same images and noise
+            if model.scaling == k > 1 and model.reg in {m.reg for m in s1}:
+                recon = _apply(_load_network(model, device, eager), noisy, device, amp)[:, 0].numpy()
+                rows.append(dict(k=k, reg=model.reg, source="trained", **metrics.set_summary(recon, clean_k, k)))
         cuts[k, metrics.GROUND_TRUTH] = show_clean[:, 0].numpy()
         for i in range(len(showcase)):
             np.savez(folder / "arrays" / f"sample{i}_k{k}.npz", noisy=show_noisy[i, 0].numpy(),
@@ -435,6 +447,8 @@ def main(argv=None):
                         help="also evaluate every s = 1 model zoomed to K times its resolution "
                         f"(models/trunks/zoom.py) into OUTPUT_DIR/zoom/; --zoom alone: {quick} for quick, "
                         f"{paper} for paper")
+    parser.add_argument("--zoom-n-test", type=int, default=ZOOM_N_TEST,
+                        help="test images the zoom measures, the first of --n-test's (default: %(default)s)")
     parser.add_argument("--no-download", action="store_true", help="use local weights only, never Zenodo")
     parser.add_argument("--zenodo-url", default=os.environ.get("ZENODO_URL", zenodo.ZENODO_URL),
                         help="Zenodo's base address (default: $ZENODO_URL, else %(default)s)")
@@ -457,7 +471,7 @@ def main(argv=None):
         output_dir = args.output_dir or ROOT / (OUTPUT_DIR if args.preset == "paper" else f"data/results/{args.preset}")
         zoom_ks = () if args.zoom is None else args.zoom or ZOOM_KS.get(args.preset, ZOOM_KS["quick"])
         evaluate(weights_dir, args.preset, output_dir, args.circles_csv, download_from, args.eager, args.device,
-                 args.amp, args.n_test, zoom_ks)
+                 args.amp, args.n_test, zoom_ks, args.zoom_n_test)
     except (EvaluationError, ConfigError, RunFolderError, CheckpointError, CirclesFileError, DeviceError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2

@@ -169,3 +169,22 @@ def test_zoom_refuses_what_it_cannot_zoom():
         zoom(trained_like(), 1.5)
     with pytest.raises(ValueError, match="pooling must be one of"):
         zoom(trained_like(), 2, pooling="average")
+
+
+@pytest.mark.parametrize("k", [4, 5])
+def test_folded_fft_inference_of_a_zoomed_network_is_the_zoomed_network(k):
+    """At k >= 4 the zoomed network's 3k x 3k kernels go by whole-image FFT in fold_for_inference
+    (fft_conv.WHOLE_IMAGE_KERNEL), at even k every second one a CentredConv2d, trimmed as it trims."""
+    from models.trunks import fold_for_inference
+    from models.trunks.fft_conv import WHOLE_IMAGE_KERNEL, FFTConv2d
+
+    zoomed = zoom(trained_like(width=4, depth=1), k)
+    fast = fold_for_inference(zoom(trained_like(width=4, depth=1), k), fft=True)
+    wide = [m for m in fast.modules() if isinstance(m, FFTConv2d) and m.conv.kernel_size[0] >= WHOLE_IMAGE_KERNEL]
+    assert len(wide) >= 4 and sum(isinstance(m.conv, CentredConv2d) for m in wide) == (0 if k % 2 else len(wide) // 2)
+    x, other = torch.rand(2, 1, 8 * k, 8 * k), torch.rand(2, 1, 8 * k, 8 * k)
+    with torch.no_grad():
+        y, y_fast = zoomed(x), fast(x)
+        moved = (zoomed(other) - y).abs().max()
+    assert moved > 1e-3  # the output depends on the input, so the comparison below can see a wrong kernel
+    torch.testing.assert_close(y_fast, y, rtol=0, atol=1e-5 * moved.item())

@@ -33,7 +33,10 @@ class CentredConv2d(nn.Conv2d):
     padding (each half a pixel late), the pair's output then sits where an odd kernel's would."""
 
     def forward(self, x):  # (B, C_in, H, W) -> (B, C_out, H', W'), one row and column fewer than Conv2d's
-        y = super().forward(x)
+        return self.trim(super().forward(x))
+
+    def trim(self, y):
+        """What this conv keeps of a plain Conv2d's output y (also computed by FFT: fft_conv.FFTConv2d)."""
         return y[..., 1:, 1:] if self.kernel_size[0] % 2 == 0 else y
 
 
