@@ -1,10 +1,26 @@
 """Tests run from the repository root's modules on 2 CPU threads."""
 
+import os
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(2)
+
+# For scripts run as subprocesses: one thread, as in the tests' own process (one_thread).
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One thread for a module's tiny training runs: on a busy 2-core machine two spinning threads make a tiny
+    step far slower, and a run in this process and one in a subprocess must use the same thread count to be
+    bit-identical."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

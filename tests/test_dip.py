@@ -2,7 +2,6 @@
 bad flags."""
 
 import csv
-import os
 import signal
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ENV
 
 from deep_image_prior import Config, base_input, blocks, build_parser, config_from_args, fit_path, main, perturbation
 from utils import metrics, phantom
@@ -23,17 +23,9 @@ AUTHORS_PHANTOM = Path(__file__).parent / "data" / "authors_phantom.npz"  # the 
 # DIP's 0.99 so that 150 iterations show progress: a second or two per s.
 TINY = ["--size-orig", "16", "--width", "8", "--depth", "1", "--input-channels", "4", "--iterations", "150",
         "--ema", "0.9", "--checkpoint-every", "10", "--scalings", "1", "2", "--weight-decays", "0", "--device", "cpu"]
-# One thread, in this process and in the subprocesses alike: the same thread count gives bit-identical
-# results, and on a busy 2-core machine two spinning threads make a tiny step far slower.
-ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config_of(*argv):

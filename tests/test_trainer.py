@@ -1,7 +1,6 @@
 """The trainer, run as a user runs it, on a tiny U-net: learning, seeds, kill and resume, torchrun, bad input."""
 
 import csv
-import os
 import re
 import shutil
 import signal
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ENV
 
 from fake_zenodo import free_port
 from models.trunks import UNet
@@ -25,17 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--size-orig", "16", "--width", "4", "--depth", "1", "--samples", "64", "--test-samples", "16",
          "--batch-size", "4", "--epochs", "3", "--checkpoint-every", "2", "--device", "cpu"]
 TINY = [*SMALL, "--scalings", "1", "--weight-decays", "0"]  # one model
-# One thread: on a busy 2-core machine two spinning threads make a tiny step 50 times slower,
-# and in-process and subprocess runs must use the same thread count to be bit-identical.
-ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config_of(*argv):

@@ -19,13 +19,7 @@ TINY = ["--size-orig", "16", "--width", "4", "--depth", "1", "--samples", "8", "
         "--batch-size", "4", "--epochs", "1", "--device", "cpu"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny steps on a busy 2-core machine run far faster on one thread than on two spinning ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config_of(*argv):
