@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from evaluate_unet import FIGURE_MODELS  # noqa: E402
 from models.trunks import UNet, fold_for_inference  # noqa: E402
-from unet_circles import PAPER_WEIGHT_DECAYS, preset_config, train_step  # noqa: E402  (the trainer's own step, timed)
+from unet_circles import PAPER_WEIGHT_DECAYS, ModelRun, TrainingState, preset_config, train_step  # noqa: E402
 from utils.circles import noisy_pairs, sample_circles  # noqa: E402
 from utils.device import native_bf16  # noqa: E402
 from utils.runs import checkpoint_name  # noqa: E402
@@ -37,7 +37,7 @@ from utils.weights import save_atomic  # noqa: E402
 PAPER = preset_config("paper")  # the paper's sizes and training length, from the trainer's Config block
 SIZE = PAPER.size_orig  # 128
 
-SECTIONS = ("data", "train", "inference", "quick", "paper")
+SECTIONS = ("data", "train", "scaling", "inference", "quick", "paper")
 
 
 def sync(device):
@@ -184,6 +184,48 @@ def inference_rows(s, device, reps, peaks):
     return rows
 
 
+def quick_variants(device):
+    """(name, Config changes) of the quick network's training paths: the direct one (the quick preset before
+    the FFT path, commit e0e40e0: channels-last float32), its default now (FFT), and bfloat16 autocast."""
+    variants = [("direct, channels-last float32 (e0e40e0's path)", dict(fft=False)),
+                ("FFT, channels-last float32 (the quick preset's default)", dict(fft=True))]
+    if native_bf16(device):
+        variants.append(("bfloat16 autocast, channels-last (--amp)", dict(fft=False, amp=True)))
+    return variants
+
+
+def bench_scaling(device, reps, scalings=(1, 2, 3, 4)):
+    """Training images/s of the quick preset's network at each s, every path as the trainer builds and steps
+    it (ModelRun, train_step), the paths' steps interleaved so a machine's load falls on all alike; and the
+    cost per image relative to s = 1 beside the s^4 a direct convolution's arithmetic grows by."""
+    quick = preset_config("quick")
+    rows, base = [], {}
+    for s in scalings:
+        params = torch.from_numpy(sample_circles(quick.batch_size, seed=s))
+        noisy, clean = noisy_pairs(params, quick.size_orig * s, torch.Generator().manual_seed(0), quick.sigma_noise)
+        noisy = noisy.contiguous(memory_format=torch.channels_last)
+        runs = {}
+        for name, changes in quick_variants(device):
+            run = ModelRun(dataclasses.replace(quick, **changes), s, 0.0, params, device)
+            run.build(None, TrainingState())
+            runs[name] = run
+        times = {name: [] for name in runs}
+        for rep in range(reps + 1):  # the first round warms up
+            for name, run in runs.items():
+                tic = time.perf_counter()
+                train_step(run.config, run.step, run.optimizer, noisy.to(device), clean.to(device), device)
+                sync(device)
+                if rep:
+                    times[name].append(time.perf_counter() - tic)
+        per_image = {name: statistics.median(seconds) / quick.batch_size for name, seconds in times.items()}
+        direct = next(iter(per_image.values()))  # the first path: the direct one
+        for name, cost in per_image.items():
+            base.setdefault(name, cost)
+            rows.append(dict(scaling=s, path=name, images_per_s=1 / cost, speedup=direct / cost,
+                             cost_vs_s1=cost / base[name], s4=s**4))
+    return rows
+
+
 def run_script(args, **kwargs):
     """Seconds a repository script takes, start to finish, as a user runs it."""
     tic = time.perf_counter()
@@ -301,6 +343,11 @@ def main():
             results["paper_sweep_hours"] = projected_paper_sweep(device, args.reps)
             for row in results["paper_sweep_hours"]:
                 print("  projected paper sweep: " + _fmt(row), flush=True)
+    if "scaling" not in args.skip:
+        results["quick_training_scaling"] = bench_scaling(device, args.reps)
+        print("training the quick preset's network, batch 32, images/s by s and path:", flush=True)
+        for row in results["quick_training_scaling"]:
+            print("  " + _fmt(row), flush=True)
     if "inference" not in args.skip:
         results["inference"] = bench_inference(device, args.reps, peaks)
         print("inference, paper size, batch 5:", flush=True)
