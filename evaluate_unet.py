@@ -29,7 +29,7 @@ from unet_circles import PRESETS, preset_config
 from utils import metrics, plotting, zenodo
 from utils.circles import CirclesFileError, load_circles_csv, noisy_pairs, sample_circles, split, test_pairs
 from utils.config import ConfigError, Parser, check_writable
-from utils.device import DeviceError, autocast, pick_device, warn_if_slow_amp
+from utils.device import DeviceError, amp_advice, autocast, pick_device
 from utils.runs import RunFolderError, checkpoint_name, configured_models, find_models
 from utils.weights import CheckpointError, load_state_dict, read_weights
 
@@ -69,6 +69,10 @@ ZOOM_KS = {"quick": (1, 2, 3, 4, 6, 8), "paper": (1, 2, 3)}  # --zoom alone: the
 ZOOM_N_TEST = 32
 OUTPUT_DIR = "data/results/unet"  # default of --output-dir for the paper; another preset: data/results/<preset>
 PROG = "evaluate_unet.py"
+# What --amp gained on a 2-core AVX512-BF16 CPU (benchmarks/run.py; README, Performance): said on such CPUs
+# when --amp is off.
+AMP_GAIN = ("--amp (bfloat16 autocast) evaluated the paper's networks 1.25x faster than float32 on such a CPU "
+            "(README, Performance), at bfloat16's precision (outputs within about 1% of float32's)")
 ROOT = Path(__file__).resolve().parent  # the repository: where the default folders are
 
 
@@ -114,7 +118,6 @@ def evaluate(weights_dir, preset="paper", output_dir=OUTPUT_DIR, circles_csv=Non
     first zoom_n_test of the test images.
     """
     output_dir, device = Path(output_dir), pick_device(device)
-    warn_if_slow_amp(amp, device, PROG)
     check_writable(output_dir, "--output-dir")  # nothing is created before the models have run
     if any(not isinstance(k, int) or k < 1 for k in zoom_ks):
         raise EvaluationError(f"--zoom takes whole factors k >= 1, got {' '.join(map(str, zoom_ks))}")
@@ -124,6 +127,7 @@ def evaluate(weights_dir, preset="paper", output_dir=OUTPUT_DIR, circles_csv=Non
     models = _models(Path(weights_dir), preset, zenodo_url)
     if zoom_ks and not any(m.scaling == 1 for m in models):
         raise EvaluationError(f"--zoom needs a model trained at s = 1, and {weights_dir} has none")
+    amp_advice(amp, device, PROG, AMP_GAIN)
     if n_test is None:
         n_test = N_TEST_PAPER_CPU if device.type == "cpu" and any(_full_size(m) for m in models) else N_TEST
     outputs = _run_all(models, circles, n_test, device, amp, eager)
@@ -132,13 +136,14 @@ def evaluate(weights_dir, preset="paper", output_dir=OUTPUT_DIR, circles_csv=Non
     summary = _write_summary(output_dir / "metrics_summary.csv", outputs.test)
     _write_arrays(output_dir / "arrays", outputs)
     _write_singles(output_dir / "single", outputs)
-    _write_figures(output_dir, outputs, preset)
-    title = f"Edge sharpness and error on {n_test} held-out test images (medians, 95% intervals), preset {preset}"
+    source = _weights_name(models, preset)
+    _write_figures(output_dir, outputs, source)
+    title = f"Edge sharpness and error on {n_test} held-out test images (medians, 95% intervals), {source}"
     plotting.regularity_figure(output_dir / "regularity.png", summary, title, "\n".join(outputs.captions.values()))
-    _write_training_figure(output_dir / "training.png", models, preset)
+    _write_training_figure(output_dir / "training.png", models, source)
     if zoom_ks:
         _evaluate_zoom(output_dir / "zoom", outputs, sorted(set(zoom_ks)), min(zoom_n_test, n_test),
-                       (device, amp, eager), preset)
+                       (device, amp, eager), source)
     print(f"wrote the figures, metrics.csv, metrics_summary.csv, single/ and arrays/ into {output_dir}")
     return summary
 
@@ -194,7 +199,7 @@ def _run_all(models, circles, n_test, device, amp, eager):
     seeded = f"the seeded circles data set (n_samples {shared.n_samples}, data_seed {shared.data_seed})"
     params, origin = circles or (sample_circles(shared.n_samples, seed=shared.data_seed), seeded)
     showcase, test = _test_params(split(params)[1], origin, n_test)
-    captions = {"header": f"weights: folder {shared.folder}"}
+    captions = {"header": f"weights: folder {_shown(shared.folder)}"}
     for m in models:
         captions[m.key] = f"  s = {m.scaling}, reg = {m.reg:g}: {m.files.weights().name} ({_source(m)})"
     print("\n".join(captions.values()))
@@ -252,6 +257,19 @@ def _download(folder, names, zenodo_url):
             f"into {folder} by hand, or see the effect offline with the quick preset's shipped weights: "
             f"python evaluate_unet.py --preset quick"
         ) from None
+
+
+def _weights_name(models, preset):
+    """What the titles call the weights: the folder, when the trainer wrote it (its configs say what made it),
+    else the preset whose values the files took."""
+    return f"weights {_shown(models[0].folder)}" if all(m.configured for m in models) else f"preset {preset}"
+
+
+def _shown(folder):
+    """A folder as a caption names it: relative to the repository when inside it (no machine's paths in the
+    shipped figures)."""
+    folder = Path(folder).resolve()
+    return folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
 
 
 def _load_network(model, device, eager, zoom_k=1):
@@ -350,8 +368,9 @@ def _write_singles(folder, outputs):
     plotting.save_cuts(cuts)
 
 
-def _write_figures(output_dir, outputs, preset):
-    """The paper's comparison figures whose models are all in the folder; one line for each skipped."""
+def _write_figures(output_dir, outputs, source):
+    """The paper's comparison figures whose models are all in the folder; one line for each skipped. source: what
+    the titles call the weights (_weights_name)."""
     images, rows = outputs.showcase, outputs.cut_rows
     for name, (title, paper_models, more) in FIGURES.items():
         absent = [key for key in paper_models if key not in images.recon]
@@ -366,10 +385,10 @@ def _write_figures(output_dir, outputs, preset):
         columns += [(f"s = {s}, reg = {reg:g}", images.recon[s, reg], rows[s], images.clean[s]) for s, reg in keys]
         captions = outputs.captions
         caption = "\n".join([captions["header"], *(captions[key] for key in keys), captions["data"]])
-        plotting.comparison_figure(output_dir / f"{name}.png", columns, f"{title}, preset {preset}", caption)
+        plotting.comparison_figure(output_dir / f"{name}.png", columns, f"{title}, {source}", caption)
 
 
-def _write_training_figure(path, models, preset):
+def _write_training_figure(path, models, source):
     """training.png from the trainer's logs next to the weights (none for downloaded weights): every model."""
     logs = {}
     for model in models:
@@ -378,13 +397,13 @@ def _write_training_figure(path, models, preset):
                 label = f"s = {model.scaling}, reg = {model.reg:g}"
                 logs[label] = list(csv.DictReader(file)), model.size_orig * model.scaling
     if logs:
-        title = f"Training of every model of preset {preset}: the test set after each epoch"
+        title = f"Training of every model, {source}: the test set after each epoch"
         plotting.training_figure(path, logs, title,
-                                 f"logs: {models[0].folder}/*.csv (the trainer's, one row per epoch; the test set: "
-                                 "its fixed noisy held-out images)")
+                                 f"logs: {_shown(models[0].folder)}/*.csv (the trainer's, one row per epoch; "
+                                 "the test set: its fixed noisy held-out images)")
 
 
-def _evaluate_zoom(folder, outputs, ks, n_test, run, preset):
+def _evaluate_zoom(folder, outputs, ks, n_test, run, source):
     """Every s = 1 model zoomed to each k, on the first n_test test images and the showcase samples at
     size_orig * k: zoom/zoom.csv (medians with intervals, beside the models trained at s = k where the folder
     has them, on the same images), zoom/zoom.png and zoom/arrays/sample{i}_k{k}.npz. run: (device, amp, eager)."""
@@ -422,7 +441,7 @@ def _evaluate_zoom(folder, outputs, ks, n_test, run, preset):
                      ground_truth=show_clean[i, 0].numpy(), **{name: x[i] for name, x in recons.items()})
     _write_csv(folder / "zoom.csv", rows)
     title = (f"One s = 1 network zoomed to k times its resolution ({len(test)} test images; medians, 95% intervals), "
-             f"preset {preset}")
+             f"{source}")
     caption = "\n".join([outputs.captions["header"], *(outputs.captions[m.key] for m in s1), outputs.captions["data"]])
     plotting.zoom_figure(folder / "zoom.png", rows, cuts, _cut_rows(shared, ks), title, caption)
     print(f"wrote zoom.csv, zoom.png and arrays/ into {folder}")

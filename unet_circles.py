@@ -36,7 +36,7 @@ from models.trunks import UNet
 from models.trunks.fft_train import fft_for_training, reuse_freed_memory
 from utils.circles import noisy_pairs, sample_circles, split, test_pairs
 from utils.config import ConfigError, Parser, add_config_flags, check_limits, check_writable, given_values, named_preset
-from utils.device import DeviceError, autocast, pick_device, warn_if_slow_amp
+from utils.device import DeviceError, amp_advice, autocast, pick_device
 from utils.files import write_text_atomic
 from utils.metrics import edge_measures
 from utils.progress import progress
@@ -116,6 +116,10 @@ def preset_config(name):
 RESUMABLE_CHANGES = ("scalings", "weight_decays", "checkpoint_every", "out_dir", "test_samples", "device",
                      "channels_last", "compile", "fft")
 PROG = "unet_circles.py"
+# What --amp gained in training on a 2-core AVX512-BF16 CPU (benchmarks/run.py; README, Performance): said on such
+# CPUs when --amp is off. float32 stays the default, as in the paper.
+AMP_GAIN = ("--amp (bfloat16 autocast) trained 1.2-2x faster than float32 on such a CPU (README, Performance), "
+            "at bfloat16's precision; float32 is the paper's")
 
 # ----------------------------------------------------------------------------------------------
 # Command line: one flag per Config field, its help the field's comment above.
@@ -619,7 +623,7 @@ def main(argv=None):
     except (ConfigError, CheckpointError, DeviceError) as err:
         fail(err)
     if dist_rank() == 0:
-        warn_if_slow_amp(config.amp, device, PROG)
+        amp_advice(config.amp, device, PROG, AMP_GAIN)
     if config.fft and device.type == "cpu":
         reuse_freed_memory()  # the FFT's large temporaries: reused, not faulted in afresh every step
     if world > 1:

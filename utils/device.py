@@ -2,6 +2,7 @@
 
 import sys
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 
@@ -23,16 +24,31 @@ def pick_device(name, local_rank=0):
     return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
 
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 CPU flags (as /proc/cpuinfo and lscpu name them) of native bfloat16
+
+
+def cpu_flags(cpuinfo="/proc/cpuinfo"):
+    """The CPU's feature flags from cpuinfo (Linux's /proc/cpuinfo); an empty set where there is none."""
+    try:
+        lines = Path(cpuinfo).read_text().splitlines()
+    except OSError:
+        return set()
+    return set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+
+
 def native_bf16(device):
-    """Whether bfloat16 runs on hardware support here (a CUDA GPU, a CPU with AVX512-BF16 or AMX), not emulated."""
+    """Whether bfloat16 runs on hardware support here (a CUDA GPU, a CPU with AVX512-BF16 or AMX), not emulated.
+
+    On the CPU the flags decide: torch's own checks (torch._C._cpu._is_avx512_bf16_supported) are not in
+    every build (not in 2.13.0+cpu), and its capability string says AVX512 with or without bfloat16."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return False
     cpu = torch._C._cpu
-    return any(
-        getattr(cpu, check, lambda: False)() for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    )
+    names = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    checks = [getattr(cpu, name) for name in names if hasattr(cpu, name)]
+    return any(check() for check in checks) or any(flag in cpu_flags() for flag in BF16_FLAGS)
 
 
 def autocast(amp, device):
@@ -40,9 +56,15 @@ def autocast(amp, device):
     return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
 
 
-def warn_if_slow_amp(amp, device, prog):
-    """--amp on a CPU without native bfloat16 (AVX2 only) is far slower than float32: say so, once."""
-    if amp and device.type == "cpu" and not native_bf16(device):
+def amp_advice(amp, device, prog, gain=None):
+    """What a script says about --amp on the CPU, once: on a CPU without native bfloat16 (AVX2 only) --amp is
+    emulated and far slower than float32, a warning; on one with it, without --amp, gain (a sentence of what
+    --amp was measured to gain there), if given, as a note on stdout. float32 stays the default either way."""
+    if device.type != "cpu":
+        return
+    if amp and not native_bf16(device):
         print(f"{prog}: warning: --amp on this CPU: it has no native bfloat16 (no AVX512-BF16 or AMX), so bfloat16 "
               "is emulated and runs far slower than float32 (about 125x for the paper's s = 1 network); drop --amp",
               file=sys.stderr)
+    elif not amp and gain and native_bf16(device):
+        print(f"{prog}: note: this CPU has native bfloat16 (AVX512-BF16 or AMX): {gain}", flush=True)

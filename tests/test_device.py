@@ -1,0 +1,44 @@
+"""Where the networks run: native bfloat16 is told from the CPU's flags, and only its absence is warned about."""
+
+import types
+
+import pytest
+import torch
+
+from utils import device as device_module
+from utils.device import BF16_FLAGS, amp_advice, cpu_flags, native_bf16
+
+CPU = torch.device("cpu")
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\n"
+                       "processor\t: 1\nflags\t\t: fpu avx2\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "avx2", "avx512f", "avx512_bf16"}  # the first processor's
+    assert cpu_flags(tmp_path / "absent") == set()
+
+
+@pytest.mark.parametrize(("flags", "native"), [({"avx2", "avx512f"}, False), ({"avx2", "avx512_bf16"}, True),
+                                                ({"amx_bf16"}, True), (set(), False)])
+def test_native_bf16_on_a_cpu_follows_its_flags(monkeypatch, flags, native):
+    monkeypatch.setattr(torch._C, "_cpu", types.SimpleNamespace())  # a torch build without its own checks
+    monkeypatch.setattr(device_module, "cpu_flags", lambda: flags)
+    assert native_bf16(CPU) is native
+    assert set(BF16_FLAGS) == {"avx512_bf16", "amx_bf16"}
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_slow_amp_is_warned_about_only_without_native_bf16_and_its_gain_noted_only_with_it(monkeypatch, capsys,
+                                                                                          native):
+    monkeypatch.setattr(device_module, "native_bf16", lambda device: native)
+    amp_advice(True, CPU, "prog", "GAIN")
+    said = capsys.readouterr()
+    assert ("emulated" in said.err) is not native and said.out == ""  # a warning, on stderr
+    amp_advice(False, CPU, "prog", "GAIN")
+    said = capsys.readouterr()
+    assert said.err == "" and ("GAIN" in said.out) is native  # a note, on stdout
+    amp_advice(False, CPU, "prog")
+    assert capsys.readouterr() == ("", "")
+    amp_advice(True, torch.device("meta"), "prog", "GAIN")  # not a CPU: nothing
+    assert capsys.readouterr() == ("", "")
