@@ -26,11 +26,11 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evaluate_unet import FIGURE_MODELS  # noqa: E402
+from evaluate_unet import FIGURE_MODELS, N_TEST, N_TEST_PAPER_CPU, TEST_SAMPLES  # noqa: E402
 from models.trunks import UNet, fold_for_inference  # noqa: E402
 from unet_circles import PAPER_WEIGHT_DECAYS, ModelRun, TrainingState, preset_config, train_step  # noqa: E402
 from utils.circles import noisy_pairs, sample_circles  # noqa: E402
-from utils.device import native_bf16  # noqa: E402
+from utils.device import cpu_flags, native_bf16  # noqa: E402
 from utils.runs import checkpoint_name  # noqa: E402
 from utils.weights import save_atomic  # noqa: E402
 
@@ -38,6 +38,15 @@ PAPER = preset_config("paper")  # the paper's sizes and training length, from th
 SIZE = PAPER.size_orig  # 128
 
 SECTIONS = ("data", "train", "scaling", "inference", "quick", "paper")
+
+
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what decides float32 and bfloat16 speed
+
+
+def cpu_model():
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def sync(device):
@@ -278,6 +287,14 @@ def bench_paper_evaluation(device, amp_ok):
             seconds, _ = timed(authors_step, device, 1)
             authors += 5 * seconds
         result["authors_way_s"] = authors
+    # The evaluator also runs every model on the summary's test images, which the authors' script does not:
+    # the authors' way on as many images per model is its time scaled by their count.
+    images = len(TEST_SAMPLES) + (N_TEST_PAPER_CPU if device.type == "cpu" else N_TEST)
+    result["images_per_model"] = images
+    result["authors_way_same_images_s"] = authors * images / len(TEST_SAMPLES)
+    for name in ("float32_s", "amp_s"):
+        if result[name] is not None:
+            result[name.replace("_s", "_vs_authors_same_images")] = result[name] / result["authors_way_same_images_s"]
     return result
 
 
@@ -315,9 +332,11 @@ def main():
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.exit(2, "run.py: error: --device cuda asked for, but CUDA is not available here\n")
-    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
-    header = dict(device=f"{device.type} ({name})", threads=torch.get_num_threads(), cpus=os.cpu_count(),
-                  torch=torch.__version__, native_bf16=native_bf16(device), reps=args.reps)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else cpu_model()
+    flags = " ".join(flag for flag in SPEED_FLAGS if flag in cpu_flags()) or "unknown"
+    header = dict(device=f"{device.type} ({name})", cpu_flags=flags,
+                  threads=torch.get_num_threads(), cpus=os.cpu_count(), torch=torch.__version__,
+                  native_bf16=native_bf16(device), reps=args.reps)
     print(" | ".join(f"{k} {v}" for k, v in header.items()), flush=True)
     results = dict(header=header)
     peaks = {"float32": matmul_peak(device, torch.float32, args.reps),
