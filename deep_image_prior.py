@@ -8,7 +8,7 @@ the U-net experiment. Its fixed random input is drawn once at the base resolutio
 s x s blocks, so every s sees the same input function. Hyperparameters stand in the block below (the
 `paper` preset); a preset changes some, and every one is a flag:
 
-    python deep_image_prior.py --preset quick          # 2 CPU cores, about 20 minutes
+    python deep_image_prior.py --preset quick          # 2 CPU cores, about 21 minutes
     python deep_image_prior.py --scalings 2 --weight-decays 0 --iterations 500
 
 Writes into --output-dir (default data/results/dip/<preset>): per fit (s, reg) in fits/ a state that a
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from models.trunks import UNet
 from utils import metrics, phantom, plotting
 from utils.config import ConfigError, Parser, add_config_flags, check_limits, check_writable, given_values, named_preset
-from utils.device import DeviceError, autocast, pick_device, warn_if_slow_amp
+from utils.device import DeviceError, amp_advice, autocast, pick_device
 from utils.files import write_text_atomic
 from utils.progress import progress
 from utils.runs import weight_decay
@@ -78,7 +78,7 @@ class Config:
 
 PRESETS = {
     "paper": {},  # the block above, for a GPU
-    "quick": dict(  # the same method scaled down to 2 CPU cores and about 20 minutes; see docs/dip/README_SECTION.md
+    "quick": dict(  # the same method scaled down to 2 CPU cores and about 21 minutes; see README, "Deep image prior"
         size_orig=64,
         width=16,
         depth=3,
@@ -472,7 +472,7 @@ def main(argv=None):
                     read_state(config, scaling, reg, mmap=True)
     except (ConfigError, CheckpointError) as err:
         fail(err)
-    warn_if_slow_amp(config.amp, device, PROG)
+    amp_advice(config.amp, device, PROG)
     (Path(config.output_dir) / "fits").mkdir(parents=True, exist_ok=True)
     tic = time.perf_counter()
     with stop_on_signals() as stop:
