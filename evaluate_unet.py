@@ -55,9 +55,9 @@ FIGURE_MODELS = sorted({key for _, keys, _ in FIGURES.values() for key in keys})
 NOISE_SEED = 0  # the noisy inputs of the five samples at scaling s are drawn with seed NOISE_SEED + s
 # The summary (metrics_summary.csv, regularity.png) measures every model on the first N_TEST images of the
 # test split with the trainer's fixed test noise (utils.circles.test_pairs): at 256 they are exactly the
-# held-out set of the trainer's log. The paper's full-size networks on a CPU cost about 12 s an image for
-# the six figure models (8.4 s of it at s = 3), so there N_TEST_PAPER_CPU keeps the evaluation within 1.5x
-# of its time without the summary; on a GPU, or with patience, give --n-test 256.
+# held-out set of the trainer's log. The paper's full-size networks on a 2-core CPU cost 6.6 s (AVX512) to
+# 12 s (AVX2) an image for the six figure models, most of it at s = 3, so there N_TEST_PAPER_CPU keeps the
+# evaluation within 1.5x of its time without the summary; on a GPU, or with patience, give --n-test 256.
 N_TEST = 256
 N_TEST_PAPER_CPU = 3
 BATCH = 32  # test images per forward pass
@@ -65,7 +65,7 @@ ZOOM_KS = {"quick": (1, 2, 3, 4, 6, 8), "paper": (1, 2, 3)}  # --zoom alone: the
 # Zoomed to k an image costs about k^4 times the s = 1 one with direct convolutions (k^2 more pixels, k^2
 # wider kernels); the wide kernels (k >= 4) go by FFT (models/trunks/fft_conv.py), and the zoom measures
 # the first ZOOM_N_TEST test images (of --n-test): for the quick preset's six s = 1 models at k up to 8,
-# about a minute on 2 cores.
+# about 75 s on 2 cores (the whole evaluation with --zoom: 1 min 43 s).
 ZOOM_N_TEST = 32
 OUTPUT_DIR = "data/results/unet"  # default of --output-dir for the paper; another preset: data/results/<preset>
 PROG = "evaluate_unet.py"
