@@ -30,7 +30,7 @@ from evaluate_unet import FIGURE_MODELS, N_TEST, N_TEST_PAPER_CPU, TEST_SAMPLES 
 from models.trunks import UNet, fold_for_inference  # noqa: E402
 from unet_circles import PAPER_WEIGHT_DECAYS, ModelRun, TrainingState, preset_config, train_step  # noqa: E402
 from utils.circles import noisy_pairs, sample_circles  # noqa: E402
-from utils.device import cpu_flags, native_bf16  # noqa: E402
+from utils.device import cpu_flags, cpu_info, native_bf16  # noqa: E402
 from utils.runs import checkpoint_name  # noqa: E402
 from utils.weights import save_atomic  # noqa: E402
 
@@ -41,12 +41,6 @@ SECTIONS = ("data", "train", "scaling", "inference", "quick", "paper")
 
 
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what decides float32 and bfloat16 speed
-
-
-def cpu_model():
-    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or platform.machine()
 
 
 def sync(device):
@@ -332,7 +326,8 @@ def main():
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.exit(2, "run.py: error: --device cuda asked for, but CUDA is not available here\n")
-    name = torch.cuda.get_device_name() if device.type == "cuda" else cpu_model()
+    cpu = cpu_info("model name") or platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name() if device.type == "cuda" else cpu
     flags = " ".join(flag for flag in SPEED_FLAGS if flag in cpu_flags()) or "unknown"
     header = dict(device=f"{device.type} ({name})", cpu_flags=flags,
                   threads=torch.get_num_threads(), cpus=os.cpu_count(), torch=torch.__version__,

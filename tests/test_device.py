@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from utils import device as device_module
-from utils.device import BF16_FLAGS, amp_advice, cpu_flags, native_bf16
+from utils.device import BF16_FLAGS, amp_advice, cpu_flags, cpu_info, native_bf16
 
 CPU = torch.device("cpu")
 
@@ -16,7 +16,8 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\n"
                        "processor\t: 1\nflags\t\t: fpu avx2\n")
     assert cpu_flags(cpuinfo) == {"fpu", "avx2", "avx512f", "avx512_bf16"}  # the first processor's
-    assert cpu_flags(tmp_path / "absent") == set()
+    assert cpu_info("model name", cpuinfo) == "AMD EPYC"
+    assert cpu_flags(tmp_path / "absent") == set() and cpu_info("model name", tmp_path / "absent") == ""
 
 
 @pytest.mark.parametrize(("flags", "native"), [({"avx2", "avx512f"}, False), ({"avx2", "avx512_bf16"}, True),

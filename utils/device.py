@@ -27,13 +27,19 @@ def pick_device(name, local_rank=0):
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 CPU flags (as /proc/cpuinfo and lscpu name them) of native bfloat16
 
 
-def cpu_flags(cpuinfo="/proc/cpuinfo"):
-    """The CPU's feature flags from cpuinfo (Linux's /proc/cpuinfo); an empty set where there is none."""
+def cpu_info(field, cpuinfo="/proc/cpuinfo"):
+    """The first processor's value of field (e.g. "model name", "flags") in cpuinfo (Linux's /proc/cpuinfo);
+    '' where there is none."""
     try:
         lines = Path(cpuinfo).read_text().splitlines()
     except OSError:
-        return set()
-    return set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in lines if line.split(":", 1)[0].strip() == field), "")
+
+
+def cpu_flags(cpuinfo="/proc/cpuinfo"):
+    """The CPU's feature flags from cpuinfo (Linux's /proc/cpuinfo); an empty set where there is none."""
+    return set(cpu_info("flags", cpuinfo).split())
 
 
 def native_bf16(device):
