@@ -262,6 +262,7 @@ def bad_inputs(tmp_path):
         "too many test images": ([*shipped, "--n-test", "2001"], "--n-test must be 1 to 2000"),
         "zoom 0": ([*shipped, "--zoom", "0", "2"], "--zoom takes whole factors k >= 1, got 0 2"),
         "zoom not a number": ([*shipped, "--zoom", "1.5"], "argument --zoom: invalid int value: '1.5'"),
+        "no zoom test images": ([*shipped, "--zoom", "--zoom-n-test", "0"], "--zoom-n-test must be at least 1, got 0"),
         "zoom without s = 1": (["--weights-dir", tmp_path / "s2_only", "--zoom"],
                                f"--zoom needs a model trained at s = 1, and {tmp_path / 's2_only'} has none"),
         "missing csv": (
