@@ -32,15 +32,15 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from models.trunks import UNet
+from models.trunks import UNet, zoom
 from models.trunks.fft_train import fft_for_training, reuse_freed_memory
 from utils.circles import noisy_pairs, sample_circles, split, test_pairs
 from utils.config import ConfigError, Parser, add_config_flags, check_limits, check_writable, given_values, named_preset
 from utils.device import DeviceError, amp_advice, autocast, pick_device
-from utils.files import write_text_atomic
+from utils.files import file_digest, write_text_atomic
 from utils.metrics import edge_measures
 from utils.progress import progress
-from utils.runs import ModelFiles, weight_decay
+from utils.runs import Model, ModelFiles, RunFolderError, read_config, weight_decay
 from utils.seeds import generator, seed_of
 from utils.stopping import stop_on_signals
 from utils.weights import CheckpointError, load_checkpoint, load_state_dict, save_atomic
@@ -75,9 +75,11 @@ class Config:
     lr: float = 1e-3  # Adam learning rate
     lr_schedule: Literal["constant", "cosine"] = "constant"  # constant (the paper) or cosine decay to 0
     warm_start: bool = False  # each reg starts from the previous reg's final weights, as the authors' loop did
+    init: Literal["scratch", "zoom"] = "scratch"  # scratch: a seeded random init; zoom: each s = k > 1 model starts from the run's finished s = 1 model of its reg and seed, zoomed to k  # noqa: E501
+    min_improvement: float = 0.0  # stop a model once its best test loss improved by less than this fraction over the last quarter of its epochs (from epoch 4; 0: always all epochs)  # noqa: E501
     bn_recalibration: int = 0  # after training, re-estimate BatchNorm statistics on this many batches (0: off)
     checkpoint_every: int = 5  # write a checkpoint every this many epochs (and at the end)
-    seed: int = 0  # seed of initialisation, batch order and noise
+    seeds: tuple[int, ...] = (0,)  # training seeds (init, batch order, noise): each (s, reg) is trained once per seed
     out_dir: str = "data/weights/paper"  # where checkpoints and logs go
     # speed (the defaults are the paper's float32)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda if available, else mps, else cpu
@@ -87,21 +89,27 @@ class Config:
     compile: bool = False  # torch.compile the network (the first steps are slow while it compiles)
 
 
+QUICK_NETWORK = dict(size_orig=32, samples=2_000, width=16, depth=1, channels_last=True, fft=True)
 PRESETS = {
     "paper": {},  # PAPER.md's values, as above
     "quick": dict(  # the paper's method scaled down to run on a laptop CPU; see README, "The quick preset"
-        size_orig=32,
-        samples=2_000,
-        width=16,
-        depth=1,
+        **QUICK_NETWORK,
         weight_decays={1: (0.0, 1e-3, 1e-2, 1e-1, 0.5, 1.25), 2: (0.0, 1e-3), 3: (0.0, 1e-3)},
         epochs=20,
         lr=3e-3,
         lr_schedule="cosine",
         bn_recalibration=20,
-        channels_last=True,
-        fft=True,
         out_dir="data/weights/quick",
+    ),
+    "study": dict(  # the quick network trained until it stops improving, over seeds (docs/results/study/)
+        **QUICK_NETWORK,
+        weight_decays={s: (0.0, 1e-3, 1e-2) for s in (1, 2, 3)},
+        seeds=(0, 1, 2),
+        epochs=40,  # a cap: the stopping rule ends most models before it; the study's commands lower it for s = 2, 3
+        lr=1e-3,  # the paper's constant rate: a schedule fixed in advance would decide when the loss stops falling
+        min_improvement=0.01,
+        bn_recalibration=10,
+        out_dir="data/weights/study",
     ),
 }
 
@@ -113,8 +121,9 @@ def preset_config(name):
 
 # Fields that may differ between a checkpoint and the command that resumes it: they pick which
 # models run and where, or only change speed. Every other field changes the trained weights.
-RESUMABLE_CHANGES = ("scalings", "weight_decays", "checkpoint_every", "out_dir", "test_samples", "device",
+RESUMABLE_CHANGES = ("scalings", "weight_decays", "seeds", "checkpoint_every", "out_dir", "test_samples", "device",
                      "channels_last", "compile", "fft")
+DEFAULTS = asdict(Config())
 PROG = "unet_circles.py"
 # What --amp gained in training on a 2-core AVX512-BF16 CPU (benchmarks/run.py; README, Performance): said on such
 # CPUs when --amp is off. float32 stays the default, as in the paper.
@@ -174,6 +183,11 @@ def check_config(config, world_size=1):
     missing = [str(s) for s, regs in c.weight_decays.items() if not regs]
     limits = [  # (holds, the sentence if it does not)
         (c.lr >= 0, f"--lr must be >= 0, got {c.lr}"),
+        (len(c.seeds) > 0, "--seeds needs at least one seed"),
+        (len(set(c.seeds)) == len(c.seeds), f"--seeds lists a seed twice: {' '.join(map(str, c.seeds))}"),
+        (min(c.seeds, default=0) >= 0, f"seeds must be >= 0, got --seeds {' '.join(map(str, c.seeds))}"),
+        (not (c.warm_start and c.init == "zoom"), "--warm-start and --init zoom both choose the start: give one"),
+        (0 <= c.min_improvement < 1, f"--min-improvement must be 0 to below 1 (a fraction), got {c.min_improvement}"),
         (min(all_regs, default=0) >= 0, f"weight decays must be >= 0, got {' '.join(map(str, all_regs))}"),
         (
             all(s >= 1 for s in c.scalings),
@@ -215,21 +229,71 @@ def check_config(config, world_size=1):
 # ----------------------------------------------------------------------------------------------
 
 
-def model_files(config, scaling, reg):
-    return ModelFiles(Path(config.out_dir), config.size_orig, scaling, reg, config.epochs)
+def model_init(config, scaling):
+    """How the model at this scaling starts: zoomed to 1 an s = 1 model is itself, so s = 1 starts from scratch."""
+    return config.init if scaling > 1 else "scratch"
 
 
-def config_record(config, scaling, reg):
-    """One model's config as its .json and training state hold it: every Config value, its scaling and reg."""
-    return dict(asdict(config), scaling=scaling, reg=reg)
+def model_files(config, scaling, reg, seed=0):
+    return ModelFiles(Path(config.out_dir), config.size_orig, scaling, reg, config.epochs, seed,
+                      model_init(config, scaling))
+
+
+def config_record(config, scaling, reg, seed=0):
+    """One model's config as its .json and training state hold it: every Config value, its scaling, reg, seed and
+    init."""
+    return dict(asdict(config), scaling=scaling, reg=reg, seed=seed, init=model_init(config, scaling))
 
 
 def models(config):
-    """(scaling, reg, reg before it) in training order; the previous reg is what --warm-start continues."""
-    for s in config.scalings:
-        regs = config.weight_decays[s]
-        for i, reg in enumerate(regs):
-            yield s, reg, regs[i - 1] if i else None
+    """(scaling, reg, seed, reg before it) in training order: seed by seed, and s = 1 first where the others start
+    from its zoom; the previous reg is what --warm-start continues."""
+    scalings = sorted(config.scalings) if config.init == "zoom" else config.scalings
+    for seed in config.seeds:
+        for s in scalings:
+            regs = config.weight_decays[s]
+            for i, reg in enumerate(regs):
+                yield s, reg, seed, regs[i - 1] if i else None
+
+
+def zoom_source(config, reg, seed):
+    """The final weights of the run's s = 1 model of this reg and seed, where a zoom start (--init zoom) begins;
+    ConfigError where that model is missing, unfinished or of another shape."""
+    files = model_files(config, 1, reg, seed)
+    how = "train it first (add 1 to --scalings and reg to its --weight-decays) or use --init scratch"
+    if not files.config.is_file():
+        raise ConfigError(f"--init zoom needs the s = 1 model of reg {reg}, seed {seed} in {config.out_dir}, and "
+                          f"{files.config.name} is not there; {how}")
+    values = read_config(files.config)
+    other = [f"{name} {values[name]} (this run: {getattr(config, name)})" for name in ("width", "depth", "size_orig")
+             if values[name] != getattr(config, name)]
+    if other:
+        raise ConfigError(f"--init zoom: the s = 1 model {files.config} has {', '.join(other)}; a zoom start needs "
+                          "the same network: use its values or another --out-dir")
+    weights = Model.from_values(config.out_dir, values, str(files.config)).files.weights()
+    if not weights.is_file():
+        raise ConfigError(f"--init zoom needs the finished s = 1 model of reg {reg}, seed {seed}, and {weights} is not "
+                          f"there; {how}")
+    return weights
+
+
+def check_zoom_sources(config):
+    """Before anything is written: every zoom start's s = 1 model is in the folder or is trained first in this run."""
+    planned = {(reg, seed) for s, reg, seed, _ in models(config) if s == 1}
+    for scaling, reg, seed, _ in models(config):
+        if model_init(config, scaling) == "zoom" and (reg, seed) not in planned:
+            zoom_source(config, reg, seed)
+
+
+def zoomed_state(config, path, scaling):
+    """The state dict of the s = 1 model at path zoomed to `scaling` (models/trunks/zoom.py).
+
+    Every zoom variant has UNet(scaling)'s state dict, and the trained network is the paper's UNet(scaling),
+    so a zoom start computes the plain variant (MaxPool(2), the authors' crops: pooling="pixels", centre=False).
+    """
+    s1 = UNet(1, config.width, config.depth)
+    load_state_dict(s1, path)
+    return zoom(s1, scaling, pooling="pixels", centre=False).state_dict()
 
 
 LOG_COLUMNS = ("epoch", "train_loss", "test_loss", "jump_ratio", "rise_width_px", "weight_norm2", "seconds",
@@ -244,35 +308,41 @@ class TrainingState:
     steps_done: int = 0  # steps of the next epoch already taken (a stop mid-epoch)
     loss_sum: float = 0.0  # their summed training loss
     seconds: float = 0.0  # their training time
-    history: list = field(default_factory=list)  # the log's rows, one per finished epoch
+    history: list = field(default_factory=list)  # the log's rows, one per finished epoch (and epoch 0 of a zoom start)
+    stopping: str = ""  # how training ended (STOPPINGS); "" while it goes on
     model: dict = None  # the network's state dict
     optimizer: dict = None  # Adam's state dict
 
+    def finished(self, config):
+        return bool(self.stopping) or self.epochs_done == config.epochs
+
     @classmethod
-    def read(cls, config, scaling, reg, mmap=False):
+    def read(cls, config, scaling, reg, seed, mmap=False):
         """The model's saved state, or a fresh one; a state of another config is a ConfigError."""
-        files = model_files(config, scaling, reg)
+        files = model_files(config, scaling, reg, seed)
         if not files.state.exists():
             if files.weights().exists():  # not this trainer's (a download?): never overwrite it unasked
                 raise ConfigError(f"{files.weights()} exists without the training state {files.state.name} next to it; "
                                   "use --fresh to overwrite it or another --out-dir")
             return cls()
         saved = load_checkpoint(files.state, mmap=mmap)
-        now = config_record(config, scaling, reg)
+        now = config_record(config, scaling, reg, seed)
         for name, value in now.items():
-            if name not in RESUMABLE_CHANGES and saved["config"].get(name) != value:
-                raise ConfigError(f"checkpoint {files.state} was trained with {name} = {saved['config'].get(name)!r}, "
+            # A field a state lacks came later than the state, which was trained with the field's default.
+            before = saved["config"].get(name, DEFAULTS.get(name))
+            if name not in RESUMABLE_CHANGES and before != value:
+                raise ConfigError(f"checkpoint {files.state} was trained with {name} = {before!r}, "
                                   f"this command has {value!r}; use --fresh to start over or another --out-dir")
-        return cls(**{f.name: saved[f.name] for f in fields(cls)})
+        return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
 
-    def save(self, config, scaling, reg, net, optimizer, weights):
+    def save(self, config, scaling, reg, seed, net, optimizer, weights):
         """The state a rerun resumes from, and at epoch ends (weights=True) the weights in the authors' naming."""
-        files = model_files(config, scaling, reg)
+        files = model_files(config, scaling, reg, seed)
         self.model = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
         self.optimizer = optimizer.state_dict()
         if weights:
             save_atomic(self.model, files.weights(self.epochs_done))
-        save_atomic(dict(asdict(self), config=config_record(config, scaling, reg)), files.state)
+        save_atomic(dict(asdict(self), config=config_record(config, scaling, reg, seed)), files.state)
         self.model = self.optimizer = None  # the live network and optimizer hold them
 
     def write_log(self, path):
@@ -386,19 +456,19 @@ def weight_norm2(net):
     return sum(float(p.detach().double().square().sum()) for p in net.parameters())
 
 
-def recalibrate_bn(config, net, params, size, device):
+def recalibrate_bn(config, seed, net, params, size, device):
     """Re-estimate BatchNorm running statistics as plain averages over fresh training batches.
 
     During training they are a running average over weights that kept changing; the final
     weights' own statistics fit the evaluation better. Every process uses the same global
     batches, so all end with the same statistics.
     """
-    order = generator("cpu", seed_of("bn", config.seed))
+    order = generator("cpu", seed_of("bn", seed))
 
     def inputs():
         for i in range(config.bn_recalibration):
             index = torch.randint(len(params), (config.batch_size,), generator=order).to(params.device)
-            yield batch(config, params, index, size, seed_of("bn", config.seed, i + 1), device)[0]
+            yield batch(config, params, index, size, seed_of("bn", seed, i + 1), device)[0]
 
     with autocast(config.amp, device):
         torch.optim.swa_utils.update_bn(inputs(), net)
@@ -414,11 +484,12 @@ def checksum(net):
 
 @dataclass
 class ModelRun:
-    """One model (scaling, reg) in training: what every step needs."""
+    """One model (scaling, reg, seed) in training: what every step needs."""
 
     config: Config
     scaling: int
     reg: float
+    seed: int
     params: torch.Tensor  # the training circle parameters (samples, 5, 4)
     device: torch.device
     net: UNet = None
@@ -427,29 +498,36 @@ class ModelRun:
 
     @property
     def name(self):
-        return f"s={self.scaling} reg={self.reg}"
+        init = " zoom" if model_init(self.config, self.scaling) == "zoom" else ""
+        return f"s={self.scaling} reg={self.reg}{init}" + (f" seed={self.seed}" if len(self.config.seeds) > 1 else "")
 
     @property
     def files(self):
-        return model_files(self.config, self.scaling, self.reg)
+        return model_files(self.config, self.scaling, self.reg, self.seed)
 
     @property
     def steps(self):
         return len(self.params) // self.config.batch_size  # an incomplete last batch is dropped; 8,000 / 32 has none
 
     def build(self, previous_reg, state):
-        """The network and its Adam from the state, the previous reg's weights (--warm-start) or a seeded init;
-        returns how it started."""
+        """The network and its Adam from the state, the previous reg's weights (--warm-start), the zoomed s = 1 model
+        (--init zoom) or a seeded init; returns how it started: a sentence, and the zoom's source with its sha256."""
         config = self.config
-        torch.manual_seed(seed_of("init", config.seed))
+        torch.manual_seed(seed_of("init", self.seed))
         self.net = UNet(self.scaling, config.width, config.depth)
+        source = {}
         if state.model is not None:
             self.net.load_state_dict(state.model)
             start = f"resuming at epoch {state.epochs_done + 1}, step {state.steps_done}"
         elif config.warm_start and previous_reg is not None:
-            previous = model_files(config, self.scaling, previous_reg).weights()
+            previous = model_files(config, self.scaling, previous_reg, self.seed).weights()
             load_state_dict(self.net, previous)
             start = f"warm start from {previous}"
+        elif model_init(config, self.scaling) == "zoom":
+            path = zoom_source(config, self.reg, self.seed)
+            self.net.load_state_dict(zoomed_state(config, path, self.scaling))
+            source = dict(init_source=path.name, init_source_sha256=file_digest(path))  # a file of the same folder
+            start = f"zoomed from {path.name}"
         else:
             start = "fresh init"
         if config.fft and self.device.type == "cpu":  # the same parameters and state dict, computed by FFT
@@ -471,11 +549,11 @@ class ModelRun:
             self.step = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         if config.compile:
             self.step = torch.compile(self.step)
-        return start
+        return start, source
 
     def save(self, state, weights):
         if dist_rank() == 0:
-            state.save(self.config, self.scaling, self.reg, self.net, self.optimizer, weights)
+            state.save(self.config, self.scaling, self.reg, self.seed, self.net, self.optimizer, weights)
 
 
 def train_epoch(run, epoch, state, stop):
@@ -486,7 +564,7 @@ def train_epoch(run, epoch, state, stop):
     """
     config, rank, world = run.config, dist_rank(), dist_world()
     share = config.batch_size // world  # this process's images of every batch
-    order = torch.randperm(len(run.params), generator=generator("cpu", seed_of("order", config.seed, epoch)))
+    order = torch.randperm(len(run.params), generator=generator("cpu", seed_of("order", run.seed, epoch)))
     order = order.to(run.params.device)
     running = torch.tensor(state.loss_sum, dtype=torch.float64, device=run.device)  # on the device: no sync a step
     tic, images, signum, step = time.perf_counter(), 0, 0, state.steps_done - 1
@@ -497,7 +575,7 @@ def train_epoch(run, epoch, state, stop):
             group["lr"] = learning_rate(config, (epoch - 1) * run.steps + step, config.epochs * run.steps)
         first = step * config.batch_size + rank * share
         noisy, clean = batch(config, run.params, order[first : first + share], config.size_orig * run.scaling,
-                             seed_of("noise", config.seed, epoch, step, rank), run.device)
+                             seed_of("noise", run.seed, epoch, step, rank), run.device)
         step_loss = train_step(config, run.step, run.optimizer, noisy, clean, run.device).double()
         if world > 1:  # the whole batch's loss
             dist.all_reduce(step_loss)
@@ -516,31 +594,72 @@ def train_epoch(run, epoch, state, stop):
     return signum, images / elapsed
 
 
+# How a model's training ended, as its .json and training state record it.
+STOPPINGS = {
+    "rule": "the stopping rule held (--min-improvement)",
+    "cap": "its last epoch came before the stopping rule held",
+    "epochs": "all its epochs, without a stopping rule",
+}
+
+
+def converged(test_losses, min_improvement):
+    """The stopping rule: the best test loss of the last quarter of the epochs improved on the best before by less
+    than min_improvement (a fraction of it). From epoch 4 on, so that the quarter holds at least one epoch."""
+    n = len(test_losses)
+    if min_improvement <= 0 or n < 4:
+        return False
+    before = min(test_losses[: n - n // 4])
+    return min(test_losses) > before * (1 - min_improvement)
+
+
+def stopping(config, history, epoch):
+    """How training ends after `epoch` (a key of STOPPINGS), or "" if it goes on."""
+    if converged([row["test_loss"] for row in history if row["epoch"] >= 1], config.min_improvement):
+        return "rule"
+    if epoch == config.epochs:
+        return "cap" if config.min_improvement > 0 else "epochs"
+    return ""
+
+
+def log_row(run, state, test, epoch, train_loss, images_per_s):
+    """One row of the model's log: the test set's measures with the network as it is now (rank 0 only)."""
+    row = dict(
+        epoch=epoch,
+        train_loss=train_loss,
+        **test_metrics(run.config, run.net, test, run.scaling, run.device),
+        weight_norm2=weight_norm2(run.net),
+        seconds=round(state.seconds, 3),
+        images_per_s=round(images_per_s, 2),
+    )
+    state.history.append(row)
+    state.write_log(run.files.log)
+    return row
+
+
 def end_epoch(run, epoch, state, test, images_per_s):
-    """After an epoch's last step: BatchNorm recalibration (after the last epoch), the log row and line."""
+    """After an epoch's last step: BatchNorm recalibration (after the last epoch, or after every one where the
+    stopping rule may make it the last), the log row and line; returns whether training has finished."""
     config = run.config
-    if epoch == config.epochs and config.bn_recalibration:
-        recalibrate_bn(config, run.net, run.params, config.size_orig * run.scaling, run.device)
+    if config.bn_recalibration and (epoch == config.epochs or config.min_improvement > 0):
+        recalibrate_bn(config, run.seed, run.net, run.params, config.size_orig * run.scaling, run.device)
     if dist_rank() == 0:
         train_loss = state.loss_sum / run.steps
-        row = dict(
-            epoch=epoch,
-            train_loss=train_loss,
-            **test_metrics(config, run.net, test, run.scaling, run.device),
-            weight_norm2=weight_norm2(run.net),
-            seconds=round(state.seconds, 3),
-            images_per_s=round(images_per_s, 2),
-        )
-        state.history.append(row)
-        state.write_log(run.files.log)
+        row = log_row(run, state, test, epoch, train_loss, images_per_s)
         print(f"{run.name} epoch {epoch}: train loss {train_loss:.6f}, test loss {row['test_loss']:.6f}, jump ratio "
               f"{row['jump_ratio']:.3f}, {row['images_per_s']:.1f} img/s, {state.seconds:.1f} s", flush=True)
+        state.stopping = stopping(config, state.history, epoch)
+    if dist_world() > 1:  # only process 0 measures the test set: its verdict for all
+        verdict = [state.stopping]
+        dist.broadcast_object_list(verdict, src=0)
+        state.stopping = verdict[0]
     state.epochs_done, state.steps_done, state.loss_sum, state.seconds = epoch, 0, 0.0, 0.0
-    run.save(state, weights=epoch % config.checkpoint_every == 0 or epoch == config.epochs)
+    run.save(state, weights=epoch % config.checkpoint_every == 0 or bool(state.stopping))
+    return bool(state.stopping)
 
 
-def announce(run, start, state):
-    """The model's first line, and at a fresh start its config (.json: what the evaluator rebuilds it from)."""
+def announce(run, start, source, state):
+    """The model's first line, and at a fresh start its config (.json: what the evaluator rebuilds it from) with
+    where a zoom start came from."""
     if dist_rank() != 0:
         return
     config, world = run.config, dist_world()
@@ -552,8 +671,17 @@ def announce(run, start, state):
         flush=True,
     )
     if not state.epochs_done and not state.steps_done:
-        record = dict(config_record(config, run.scaling, run.reg), start=start, world_size=world)
+        record = dict(config_record(config, run.scaling, run.reg, run.seed), start=start, **source, world_size=world)
         write_text_atomic(run.files.config, json.dumps(record, indent=2) + "\n")
+
+
+def record_end(run, state):
+    """The finished model's final epoch and how it stopped, added to its .json (the evaluator reads both)."""
+    path = run.files.config
+    record = json.loads(path.read_text()) if path.is_file() else config_record(run.config, run.scaling, run.reg,
+                                                                                 run.seed)
+    record.update(final_epoch=state.epochs_done, stopping=state.stopping)
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
 def check_replicas(run):
@@ -568,17 +696,20 @@ def check_replicas(run):
         print(f"{run.name}: weights identical on all {dist_world()} processes (sha256 {sums[0]})")
 
 
-def train_model(config, scaling, reg, previous_reg, data, device, stop):
-    """Train one model (scaling, reg), resuming from its training state; returns a signal number or 0."""
+def train_model(config, scaling, reg, seed, previous_reg, data, device, stop):
+    """Train one model (scaling, reg, seed), resuming from its training state; returns a signal number or 0."""
     train_params, test_params = data
-    run = ModelRun(config, scaling, reg, train_params, device)
-    state = TrainingState.read(config, scaling, reg)
-    if state.epochs_done == config.epochs:  # finished earlier
+    run = ModelRun(config, scaling, reg, seed, train_params, device)
+    state = TrainingState.read(config, scaling, reg, seed)
+    if state.finished(config):  # earlier
         if dist_rank() == 0:
-            print(f"{run.name}: already trained, {run.files.weights()}")
+            print(f"{run.name}: already trained, {run.files.weights(state.epochs_done)}")
         return 0
-    announce(run, run.build(previous_reg, state), state)
+    start, source = run.build(previous_reg, state)
+    announce(run, start, source, state)
     test = test_set(config, test_params, scaling, device)
+    if source and not state.history and dist_rank() == 0:  # epoch 0 of a zoom start: the zoomed network itself
+        log_row(run, state, test, 0, math.nan, math.nan)
     run.net.train()
     for epoch in range(state.epochs_done + 1, config.epochs + 1):
         signum, images_per_s = train_epoch(run, epoch, state, stop)
@@ -588,11 +719,14 @@ def train_model(config, scaling, reg, previous_reg, data, device, stop):
                 print(f"{run.name}: stopped in epoch {epoch} after step {state.steps_done}/{run.steps}; state saved to "
                       f"{run.files.state}; rerun the same command to resume")
             return signum
-        end_epoch(run, epoch, state, test, images_per_s)
+        if end_epoch(run, epoch, state, test, images_per_s):
+            break
     if dist_world() > 1:
         check_replicas(run)
     if dist_rank() == 0:
-        print(f"{run.name}: done, {run.files.weights()}", flush=True)
+        record_end(run, state)
+        print(f"{run.name}: done after epoch {state.epochs_done} ({STOPPINGS[state.stopping]}), "
+              f"{run.files.weights(state.epochs_done)}", flush=True)
     return 0
 
 
@@ -605,8 +739,8 @@ def fail(message):
 
 def start_fresh(config):
     """--fresh: the chosen models' old files go, so nothing of an old run is mistaken for this one's."""
-    for scaling, reg, _ in models(config):
-        files = model_files(config, scaling, reg)
+    for scaling, reg, seed, _ in models(config):
+        files = model_files(config, scaling, reg, seed)
         for path in [*files.folder.glob(files.weights("*").name), files.state, files.log, files.config]:
             path.unlink(missing_ok=True)
 
@@ -617,10 +751,11 @@ def main(argv=None):
     try:
         config = config_from_args(args)
         device = check_config(config, world)
-        for scaling, reg, _ in models(config):  # a foreign or corrupt checkpoint stops the run before it starts
+        for scaling, reg, seed, _ in models(config):  # a foreign or corrupt checkpoint stops the run before it starts
             if not args.fresh:
-                TrainingState.read(config, scaling, reg, mmap=True)
-    except (ConfigError, CheckpointError, DeviceError) as err:
+                TrainingState.read(config, scaling, reg, seed, mmap=True)
+        check_zoom_sources(config)
+    except (ConfigError, CheckpointError, DeviceError, RunFolderError) as err:
         fail(err)
     if dist_rank() == 0:
         amp_advice(config.amp, device, PROG, AMP_GAIN)
@@ -639,8 +774,9 @@ def main(argv=None):
             dist.barrier()  # the fresh start's old states are gone before any process looks
         data = load_data(config, device)
         with stop_on_signals(announce=dist_rank() == 0) as stop:
-            for scaling, reg, previous_reg in models(config):
-                signum = stopped(stop, device) or train_model(config, scaling, reg, previous_reg, data, device, stop)
+            for scaling, reg, seed, previous_reg in models(config):
+                signum = stopped(stop, device) or train_model(config, scaling, reg, seed, previous_reg, data, device,
+                                                              stop)
                 if signum:
                     sys.exit(128 + signum)
     except (ConfigError, CheckpointError) as err:

@@ -209,7 +209,7 @@ def bench_scaling(device, reps, scalings=(1, 2, 3, 4)):
         noisy = noisy.contiguous(memory_format=torch.channels_last)
         runs = {}
         for name, changes in quick_variants(device):
-            run = ModelRun(dataclasses.replace(quick, **changes), s, 0.0, params, device)
+            run = ModelRun(dataclasses.replace(quick, **changes), s, 0.0, 0, params, device)
             run.build(None, TrainingState())
             runs[name] = run
         times = {name: [] for name in runs}

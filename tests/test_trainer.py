@@ -34,9 +34,9 @@ def config_of(*argv):
     return config_from_args(build_parser().parse_args(list(argv)))
 
 
-def final_weights(out_dir, reg=0.0, epochs=3):
+def final_weights(out_dir, reg=0.0, epochs=3, seed=0):
     return load_checkpoint(
-        model_files(config_of(*TINY, "--out-dir", str(out_dir), "--epochs", str(epochs)), 1, reg).weights()
+        model_files(config_of(*TINY, "--out-dir", str(out_dir), "--epochs", str(epochs)), 1, reg, seed).weights()
     )
 
 
@@ -127,9 +127,9 @@ def test_a_run_learns_and_writes_the_authors_files(run_a):
 def test_the_same_seed_gives_the_same_weights_and_another_seed_does_not(run_a, tmp_path):
     main([*TINY, "--out-dir", str(tmp_path / "b")])
     assert_same(final_weights(run_a), final_weights(tmp_path / "b"))
-    main([*TINY, "--epochs", "1", "--seed", "1", "--out-dir", str(tmp_path / "c")])
+    main([*TINY, "--epochs", "1", "--seeds", "1", "--out-dir", str(tmp_path / "c")])
     main([*TINY, "--epochs", "1", "--out-dir", str(tmp_path / "d")])
-    other, same = final_weights(tmp_path / "c", epochs=1), final_weights(tmp_path / "d", epochs=1)
+    other, same = final_weights(tmp_path / "c", epochs=1, seed=1), final_weights(tmp_path / "d", epochs=1)
     assert not torch.equal(other["inc.double_conv.0.weight"], same["inc.double_conv.0.weight"])
 
 

@@ -1,7 +1,10 @@
 """Writing files so that a kill never leaves half of one: a temporary file beside it, then a rename."""
 
+import hashlib
 import os
 from pathlib import Path
+
+CHUNK = 1 << 20  # bytes read at a time when hashing a file
 
 
 def write_atomic(path, write, mode="wb"):
@@ -21,3 +24,12 @@ def write_atomic(path, write, mode="wb"):
 
 def write_text_atomic(path, text):
     write_atomic(path, lambda file: file.write(text), "w")
+
+
+def file_digest(path, algorithm="sha256"):
+    """The hex digest of a file's bytes (hashlib's algorithm name), read in chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as file:
+        while chunk := file.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

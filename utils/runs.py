@@ -1,12 +1,14 @@
 """The run folder: the files unet_circles.py writes per model, and how they are found again.
 
-Per model (scaling s, weight decay reg), in the authors' naming (WD = reg / s^2, Python's str()):
+Per model (scaling s, weight decay reg, initialisation, training seed), in the authors' naming
+(WD = reg / s^2, Python's str()), with `_init_zoom` after WD for a model started from the zoomed s = 1
+model and `_seed_K` for a training seed K other than 0 (so seed 0's files keep the authors' names):
 - size_orig_N_scaling_s_weight_decay_WD_n_epochs_E.pt: the weights after epoch E, a plain state dict
   (so these files and the authors' Zenodo files are interchangeable);
 - size_orig_N_scaling_s_weight_decay_WD.state.pt / .csv / .json: the newest training state, the
   per-epoch log, and the config of the run that made the model (every Config value, plus its
-  scaling and reg). The .json makes a folder describe itself: the evaluator rebuilds each model
-  from it, whatever flags made the run.
+  scaling, reg, seed and init; once trained, its final epoch and how training stopped). The .json
+  makes a folder describe itself: the evaluator rebuilds each model from it, whatever flags made the run.
 """
 
 import json
@@ -29,23 +31,29 @@ def checkpoint_name(size_orig, scaling, reg, n_epochs):
     return f"size_orig_{size_orig}_scaling_{scaling}_weight_decay_{weight_decay(reg, scaling)}_n_epochs_{n_epochs}.pt"
 
 
+INITS = ("scratch", "zoom")  # a seeded random initialisation, or the run's s = 1 model zoomed to s (unet_circles.py)
+
+
 @dataclass(frozen=True)
 class ModelFiles:
-    """The files of one model (scaling, reg) in a run folder; epochs is the final epoch."""
+    """The files of one model (scaling, reg, init, seed) in a run folder; epochs is the final epoch."""
 
     folder: Path
     size_orig: int
     scaling: int
     reg: float
     epochs: int
+    seed: int = 0
+    init: str = "scratch"
 
     @property
     def stem(self):
-        return checkpoint_name(self.size_orig, self.scaling, self.reg, 0).removesuffix("_n_epochs_0.pt")
+        authors = checkpoint_name(self.size_orig, self.scaling, self.reg, 0).removesuffix("_n_epochs_0.pt")
+        return authors + ("_init_zoom" if self.init == "zoom" else "") + (f"_seed_{self.seed}" if self.seed else "")
 
     def weights(self, epoch=None):
         """The weights after `epoch` epochs (default: the final ones)."""
-        return Path(self.folder) / checkpoint_name(self.size_orig, self.scaling, self.reg, epoch or self.epochs)
+        return Path(self.folder) / f"{self.stem}_n_epochs_{epoch or self.epochs}.pt"
 
     @property
     def state(self):
@@ -64,7 +72,7 @@ class ModelFiles:
 MODEL_VALUES = ("size_orig", "scaling", "reg", "epochs", "width", "depth", "sigma_noise", "data_seed", "n_samples")
 # What every model of one evaluation must share: the images are the same for all of them.
 SHARED_VALUES = ("size_orig", "sigma_noise", "data_seed", "n_samples")
-CONFIG_NAME = re.compile(r"^size_orig_\d+_scaling_\d+_weight_decay_[^_]+\.json$")
+CONFIG_NAME = re.compile(r"^size_orig_\d+_scaling_\d+_weight_decay_[^_]+(_init_zoom)?(_seed_\d+)?\.json$")
 
 
 @dataclass(frozen=True)
@@ -82,10 +90,13 @@ class Model:
     data_seed: int
     n_samples: int
     origin: str  # the config file the values were read from, or "preset NAME" for files without one
+    seed: int = 0  # the training seed
+    init: str = "scratch"  # INITS
+    stopping: str = ""  # how training ended (unet_circles.STOPPINGS); "" for files without a finished config
 
     @property
     def files(self):
-        return ModelFiles(Path(self.folder), self.size_orig, self.scaling, self.reg, self.epochs)
+        return ModelFiles(Path(self.folder), self.size_orig, self.scaling, self.reg, self.epochs, self.seed, self.init)
 
     @property
     def key(self):
@@ -98,7 +109,11 @@ class Model:
 
     @classmethod
     def from_values(cls, folder, values, origin):
-        return cls(Path(folder), *(values[name] for name in MODEL_VALUES), origin)
+        """The model of a config's (or a preset's) values; a model stopped early ends at its final_epoch."""
+        named = {name: values[name] for name in MODEL_VALUES}
+        named["epochs"] = values.get("final_epoch", values["epochs"])
+        return cls(Path(folder), **named, origin=origin, seed=values.get("seed", 0), init=values.get("init", "scratch"),
+                   stopping=values.get("stopping", ""))
 
 
 def read_config(path):

@@ -9,7 +9,6 @@ download is listed in md5sum format in MANIFEST beside it, so a figure can say w
 from the record (and `md5sum -c zenodo_7784039.md5` rechecks them).
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
 
-from .files import write_text_atomic
+from .files import file_digest, write_text_atomic
 from .progress import progress
 
 ZENODO_URL = "https://zenodo.org"  # base address; the ZENODO_URL environment variable overrides it
@@ -176,12 +175,8 @@ def _urllib_connection(entry, part):
 
 
 def md5sum(path):
-    """The hex MD5 of a file, read in chunks."""
-    digest = hashlib.md5()
-    with open(path, "rb") as file:
-        while chunk := file.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The hex MD5 of a file, as Zenodo lists it."""
+    return file_digest(path, "md5")
 
 
 def _add_to_manifest(dest_dir, name, digest):
