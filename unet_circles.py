@@ -101,14 +101,14 @@ PRESETS = {
         bn_recalibration=20,
         out_dir="data/weights/quick",
     ),
-    "study": dict(  # the quick network trained until it stops improving, over seeds (docs/results/study/)
+    "study": dict(  # the quick preset over seeds and zoom starts (docs/results/study/; its commands set the epochs)
         **QUICK_NETWORK,
         weight_decays={s: (0.0, 1e-3, 1e-2) for s in (1, 2, 3)},
         seeds=(0, 1, 2),
-        epochs=40,  # a cap: the stopping rule ends most models before it; the study's commands lower it for s = 2, 3
-        lr=1e-3,  # the paper's constant rate: a schedule fixed in advance would decide when the loss stops falling
-        min_improvement=0.01,
-        bn_recalibration=10,
+        epochs=20,
+        lr=3e-3,
+        lr_schedule="cosine",
+        bn_recalibration=20,
         out_dir="data/weights/study",
     ),
 }
