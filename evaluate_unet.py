@@ -16,6 +16,7 @@ single/ (every image and cut as a PNG) and arrays/ (the raw images, one .npz per
 
 import csv
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from models.trunks import UNet, fold_for_inference, width_and_depth, zoom
-from unet_circles import PRESETS, preset_config
+from unet_circles import PRESETS, last_quarter_gain, preset_config
 from utils import metrics, plotting, zenodo
 from utils.circles import CirclesFileError, load_circles_csv, noisy_pairs, sample_circles, split, test_pairs
 from utils.config import ConfigError, Parser, check_writable
@@ -52,6 +53,7 @@ FIGURES = {  # file name -> (title, the (s, reg) of the paper's model columns, a
     ),
 }
 FIGURE_MODELS = sorted({key for _, keys, _ in FIGURES.values() for key in keys})  # the six the paper's figures need
+PAPER = ("scratch", 0)  # the init and seed of the models the figures show: the paper's, one per (s, reg)
 NOISE_SEED = 0  # the noisy inputs of the five samples at scaling s are drawn with seed NOISE_SEED + s
 # The summary (metrics_summary.csv, regularity.png) measures every model on the first N_TEST images of the
 # test split with the trainer's fixed test noise (utils.circles.test_pairs): at 256 they are exactly the
@@ -67,6 +69,9 @@ ZOOM_KS = {"quick": (1, 2, 3, 4, 6, 8), "paper": (1, 2, 3)}  # --zoom alone: the
 # the first ZOOM_N_TEST test images (of --n-test): for the quick preset's six s = 1 models at k up to 8,
 # about 75 s on 2 cores (the whole evaluation with --zoom: 1 min 43 s).
 ZOOM_N_TEST = 32
+# models.csv says per model whether its test loss had stopped improving by its last epoch: the best of the last
+# quarter of its epochs gained less than PLATEAU on the best before (unet_circles.converged's rule).
+PLATEAU = 0.01
 OUTPUT_DIR = "data/results/unet"  # default of --output-dir for the paper; another preset: data/results/<preset>
 PROG = "evaluate_unet.py"
 # What --amp gained on a 2-core AVX512-BF16 CPU (benchmarks/run.py; README, Performance): said on such CPUs
@@ -141,6 +146,9 @@ def evaluate(weights_dir, preset="paper", output_dir=OUTPUT_DIR, circles_csv=Non
     title = f"Edge sharpness and error on {n_test} held-out test images (medians, 95% intervals), {source}"
     plotting.regularity_figure(output_dir / "regularity.png", summary, title, "\n".join(outputs.captions.values()))
     _write_training_figure(output_dir / "training.png", models, source)
+    _write_models(output_dir / "models.csv", models)
+    if any(m.key[2:] != PAPER for m in models):
+        _write_convergence_figure(output_dir / "convergence.png", models, summary, source)
     if zoom_ks:
         _evaluate_zoom(output_dir / "zoom", outputs, sorted(set(zoom_ks)), min(zoom_n_test, n_test),
                        (device, amp, eager), source)
@@ -158,7 +166,7 @@ def _models(folder, preset, zenodo_url):
     if not folder.is_dir() and not published:
         raise EvaluationError(f"the weights folder {folder} does not exist")
     models, notes = find_models(folder, values, preset) if folder.is_dir() else ([], [])
-    missing = [key for key in FIGURE_MODELS if key not in {model.key for model in models}]
+    missing = [key for key in FIGURE_MODELS if key not in {(m.scaling, m.reg) for m in models if m.key[2:] == PAPER}]
     if published and missing:
         _download(folder, [_preset_weights_name(values, s, reg) for s, reg in missing], zenodo_url)
         models, notes = find_models(folder, values, preset)
@@ -201,7 +209,7 @@ def _run_all(models, circles, n_test, device, amp, eager):
     showcase, test = _test_params(split(params)[1], origin, n_test)
     captions = {"header": f"weights: folder {_shown(shared.folder)}"}
     for m in models:
-        captions[m.key] = f"  s = {m.scaling}, reg = {m.reg:g}: {m.files.weights().name} ({_source(m)})"
+        captions[m.key] = f"  {m.label}: {m.files.weights().name} ({_source(m)})"
     print("\n".join(captions.values()))
     captions["data"] = (f"data: {origin}; showcase: test samples {', '.join(map(str, TEST_SAMPLES))}, noise seed "
                         f"{NOISE_SEED} + s; summary: the first {n_test} test samples, the trainer's test noise; "
@@ -218,8 +226,8 @@ def _run_all(models, circles, n_test, device, amp, eager):
             net = _load_network(model, device, eager)
             for target, (noisy, _) in zip(images, pairs, strict=True):
                 target.recon[model.key] = _apply(net, noisy, device, amp)[:, 0].numpy()  # (n, N, N)
-            print(f"s = {model.scaling}, reg = {model.reg:g}: {model.files.weights().name}, {len(showcase)} + {n_test} "
-                  f"images in {time.perf_counter() - tic:.2f} s")
+            print(f"{model.label}: {model.files.weights().name}, {len(showcase)} + {n_test} images in "
+                  f"{time.perf_counter() - tic:.2f} s")
     return Outputs(models, *images, _cut_rows(shared, images[0].noisy), captions, (showcase, test))
 
 
@@ -306,35 +314,43 @@ def _source(model):
 
 
 def _write_metrics(path, outputs):
-    """metrics.csv: one row per (sample, s, reg), ground-truth rows first as the reference."""
+    """metrics.csv: one row per (sample, model), ground-truth rows first as the reference."""
     rows, images = [], outputs.showcase
     for i in range(len(TEST_SAMPLES)):
         for s, clean in images.clean.items():
-            measured = [(metrics.GROUND_TRUTH, clean)] + [(reg, x) for (t, reg), x in images.recon.items() if t == s]
-            for reg, image in measured:
-                rows.append(dict(sample=i, scaling=s, reg=reg, **metrics.summary(image[i], clean[i], s)))
+            measured = [((s, metrics.GROUND_TRUTH, "", ""), clean)]
+            measured += [(key, x) for key, x in images.recon.items() if key[0] == s]
+            for (_, reg, init, seed), image in measured:
+                rows.append(dict(sample=i, scaling=s, reg=reg, init=init, seed=seed,
+                                 **metrics.summary(image[i], clean[i], s)))
     _write_csv(path, rows)
     return rows
 
 
 def _write_summary(path, images):
-    """metrics_summary.csv: per s the ground truth and the noisy input as references, then every model: medians
-    over the test set with 95% bootstrap intervals (utils.metrics.set_summary)."""
+    """metrics_summary.csv: per s the ground truth and the noisy input as references, then per (s, reg, init)
+    the models of every seed pooled: medians over the test set (and the seeds) with 95% bootstrap intervals that
+    resample the images and the seeds, and each seed's own median (utils.metrics.set_summary)."""
     rows = []
     for s, clean in images.clean.items():
-        measured = [(metrics.GROUND_TRUTH, clean), (metrics.NOISY_INPUT, images.noisy[s])]
-        measured += [(reg, x) for (t, reg), x in images.recon.items() if t == s]
-        rows += [dict(scaling=s, reg=reg, **metrics.set_summary(x, clean, s)) for reg, x in measured]
+        measured = [(metrics.GROUND_TRUTH, "", clean), (metrics.NOISY_INPUT, "", images.noisy[s])]  # (n, N, N)
+        for reg, init in sorted({key[1:3] for key in images.recon if key[0] == s}):
+            seeds = sorted(key for key in images.recon if key[:3] == (s, reg, init))
+            measured.append((reg, init, np.stack([images.recon[key] for key in seeds])))  # (seeds, n, N, N)
+        for reg, init, x in measured:
+            n_seeds = len(x) if x.ndim == 4 else ""
+            rows.append(dict(scaling=s, reg=reg, init=init, n_seeds=n_seeds, **metrics.set_summary(x, clean, s)))
     _write_csv(path, rows)
     return rows
 
 
 def _write_csv(path, rows):
+    """The rows under the columns of all of them, in the order they first appear; a row's missing ones empty."""
+    columns = list(dict.fromkeys(name for row in rows for name in row))
     with open(path, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(list(rows[0]))
-        for row in rows:
-            writer.writerow([_format(value) for value in row.values()])
+        writer = csv.DictWriter(file, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows({name: _format(value) for name, value in row.items()} for row in rows)
 
 
 def _format(value):
@@ -348,8 +364,14 @@ def _write_arrays(folder, outputs):
     images = outputs.showcase
     for s, noisy in images.noisy.items():
         for i in range(len(noisy)):
-            recons = {f"recon_reg{reg:g}": x[i] for (t, reg), x in images.recon.items() if t == s}
+            recons = {_array_name(key): x[i] for key, x in images.recon.items() if key[0] == s}
             np.savez(folder / f"sample{i}_scaling{s}.npz", noisy=noisy[i], ground_truth=images.clean[s][i], **recons)
+
+
+def _array_name(key):
+    """recon_reg0.001 for the paper's models; recon_reg0.001_zoom_seed1 for others."""
+    _, reg, init, seed = key
+    return f"recon_reg{reg:g}" + ("_zoom" if init == "zoom" else "") + (f"_seed{seed}" if seed else "")
 
 
 def _write_singles(folder, outputs):
@@ -358,7 +380,7 @@ def _write_singles(folder, outputs):
     cuts, showcase = [], outputs.showcase
     for s, noisy in showcase.noisy.items():
         images = [("noisy", noisy), ("ground_truth", showcase.clean[s])]
-        images += [(f"recon_reg{reg:g}", x) for (t, reg), x in showcase.recon.items() if t == s]
+        images += [(_array_name(key), x) for key, x in showcase.recon.items() if key[0] == s and key[3] == 0]
         for i, row in enumerate(outputs.cut_rows[s]):
             low, high = plotting.value_range([x[i] for _, x in images])
             for name, x in images:
@@ -372,17 +394,19 @@ def _write_figures(output_dir, outputs, source):
     """The paper's comparison figures whose models are all in the folder; one line for each skipped. source: what
     the titles call the weights (_weights_name)."""
     images, rows = outputs.showcase, outputs.cut_rows
+    labels = {m.key: m.label for m in outputs.models}
+    shown = [key for key in images.recon if key[3] == 0]  # seed 0 of every init: one column per (s, reg, init)
     for name, (title, paper_models, more) in FIGURES.items():
-        absent = [key for key in paper_models if key not in images.recon]
+        absent = [(s, reg) for s, reg in paper_models if not any(key[:2] == (s, reg) for key in shown)]
         if absent:
             print(f"{name}.png skipped: it needs " + ", ".join(f"s = {s}, reg = {reg:g}" for s, reg in absent) +
                   ", which the weights folder lacks")
             continue
         s0 = paper_models[0][0]  # inputs are shown at the first column's resolution
-        keys = sorted({*paper_models, *(key for key in images.recon if more and key[0] == s0)})
+        keys = sorted(key for key in shown if key[:2] in paper_models or (more and key[0] == s0))
         columns = [(f"noisy input, s = {s0}", images.noisy[s0], rows[s0], images.clean[s0]),
                    (f"ground truth, s = {s0}", images.clean[s0], rows[s0], None)]
-        columns += [(f"s = {s}, reg = {reg:g}", images.recon[s, reg], rows[s], images.clean[s]) for s, reg in keys]
+        columns += [(labels[key], images.recon[key], rows[key[0]], images.clean[key[0]]) for key in keys]
         captions = outputs.captions
         caption = "\n".join([captions["header"], *(captions[key] for key in keys), captions["data"]])
         plotting.comparison_figure(output_dir / f"{name}.png", columns, f"{title}, {source}", caption)
@@ -392,15 +416,57 @@ def _write_training_figure(path, models, source):
     """training.png from the trainer's logs next to the weights (none for downloaded weights): every model."""
     logs = {}
     for model in models:
-        if model.files.log.is_file():
-            with open(model.files.log, newline="") as file:
-                label = f"s = {model.scaling}, reg = {model.reg:g}"
-                logs[label] = list(csv.DictReader(file)), model.size_orig * model.scaling
+        if model.files.log.is_file() and model.seed == 0:  # the other seeds: convergence.png
+            logs[model.label] = _read_log(model), model.size_orig * model.scaling
     if logs:
         title = f"Training of every model, {source}: the test set after each epoch"
         plotting.training_figure(path, logs, title,
                                  f"logs: {_shown(models[0].folder)}/*.csv (the trainer's, one row per epoch; "
                                  "the test set: its fixed noisy held-out images)")
+
+
+def _write_models(path, models):
+    """models.csv: per model how its training went: epochs, how it stopped (the trainer's record), the last quarter's
+    gain in test loss (unet_circles.last_quarter_gain) and whether that is below PLATEAU, the final test loss."""
+    rows = []
+    for m in models:
+        losses = [float(r["test_loss"]) for r in _read_log(m) if int(r["epoch"]) >= 1] if m.files.log.is_file() else []
+        gain = last_quarter_gain(losses)
+        rows.append(dict(scaling=m.scaling, reg=m.reg, init=m.init, seed=m.seed, epochs=m.epochs, stopping=m.stopping,
+                         last_quarter_gain=gain, plateau="" if np.isnan(gain) else bool(gain < PLATEAU),
+                         final_test_loss=losses[-1] if losses else math.nan, weights=m.files.weights().name))
+    _write_csv(path, rows)
+
+
+def _write_convergence_figure(path, models, summary, source):
+    """convergence.png: every model's log against epoch, the seeds of one (s, reg, init) as a band, with the noisy
+    input and the s = 1 networks as references (a fixed physical width: the s = 1 jump ratio over s)."""
+    curves = {}
+    for m in models:
+        if m.files.log.is_file():
+            rows = [dict(r, size=m.size_orig * m.scaling) for r in _read_log(m)]
+            curves.setdefault((m.scaling, m.reg, m.init), []).append(rows)
+    references = {}
+    for row in summary:
+        if row["reg"] == metrics.NOISY_INPUT:
+            references[row["scaling"], "noisy input"] = row["jump_ratio"], row["rise_width_phys"]
+    s1 = [r for r in summary if r["scaling"] == 1 and r["reg"] not in (metrics.GROUND_TRUTH, metrics.NOISY_INPUT)]
+    first = min(s1, key=lambda r: r["reg"], default=None)  # the smallest reg's s = 1 models
+    for s in {key[0] for key in curves} - {1}:
+        if first:
+            references[s, f"s = 1, reg = {first['reg']:g} network (its jump ratio / s)"] = (first["jump_ratio"] / s,
+                                                                                        first["rise_width_phys"])
+    seeds = sorted({m.seed for m in models})
+    caption = (f"logs: {_shown(models[0].folder)}/*.csv (the trainer's test set after each epoch: its fixed noisy "
+               f"held-out images); seeds {' '.join(map(str, seeds))}: median line, range as band; "
+               "solid: from scratch, dashed: from the zoomed s = 1 model (epoch 0: the zoomed network); a gap: an "
+               "infinite median rise width")
+    plotting.convergence_figure(path, curves, references, f"Edge sharpness during training, {source}", caption)
+
+
+def _read_log(model):
+    with open(model.files.log, newline="") as file:
+        return list(csv.DictReader(file))
 
 
 def _evaluate_zoom(folder, outputs, ks, n_test, run, source):
@@ -410,7 +476,7 @@ def _evaluate_zoom(folder, outputs, ks, n_test, run, source):
     device, amp, eager = run
     shared, (showcase, test) = outputs.models[0], outputs.params
     test = test[:n_test]
-    s1 = [m for m in outputs.models if m.scaling == 1]
+    s1 = [m for m in outputs.models if m.scaling == 1 and m.seed == 0]
     (folder / "arrays").mkdir(parents=True, exist_ok=True)
     rows, cuts = [], {}
     for k in ks:
@@ -432,7 +498,7 @@ def _evaluate_zoom(folder, outputs, ks, n_test, run, source):
                   f"{time.perf_counter() - tic:.2f} s")
             cuts[k, model.reg] = recons[f"recon_reg{model.reg:g}"]
         for model in outputs.models:  # the models trained at s = k, on the same images and noise
-            if model.scaling == k > 1 and model.reg in {m.reg for m in s1}:
+            if model.scaling == k > 1 and model.key[2:] == PAPER and model.reg in {m.reg for m in s1}:
                 recon = _apply(_load_network(model, device, eager), noisy, device, amp)[:, 0].numpy()
                 rows.append(dict(k=k, reg=model.reg, source="trained", **metrics.set_summary(recon, clean_k, k)))
         cuts[k, metrics.GROUND_TRUTH] = show_clean[:, 0].numpy()

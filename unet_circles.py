@@ -602,14 +602,20 @@ STOPPINGS = {
 }
 
 
-def converged(test_losses, min_improvement):
-    """The stopping rule: the best test loss of the last quarter of the epochs improved on the best before by less
-    than min_improvement (a fraction of it). From epoch 4 on, so that the quarter holds at least one epoch."""
+def last_quarter_gain(test_losses):
+    """How much the best test loss of the last quarter of the epochs improved on the best before it, as a fraction
+    of that (negative where it got worse); nan before epoch 4, where a quarter would hold no epoch."""
     n = len(test_losses)
-    if min_improvement <= 0 or n < 4:
-        return False
+    if n < 4:
+        return math.nan
     before = min(test_losses[: n - n // 4])
-    return min(test_losses) > before * (1 - min_improvement)
+    return (before - min(test_losses[n - n // 4 :])) / before
+
+
+def converged(test_losses, min_improvement):
+    """The stopping rule: the last quarter's gain (last_quarter_gain) is below min_improvement; never where
+    min_improvement is 0."""
+    return min_improvement > 0 and last_quarter_gain(test_losses) < min_improvement
 
 
 def stopping(config, history, epoch):

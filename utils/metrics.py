@@ -116,35 +116,44 @@ def summary(output, truth, scaling):
 # ----------------------------------------------------------------------------------------------
 # Over a test set: medians with 95% bootstrap intervals
 # ----------------------------------------------------------------------------------------------
-SET_MEASURES = ("jump_ratio", "rise_width_px", "rise_width_phys", "psnr", "psnr_interior", "ssim", "ssim_interior")
+IMAGE_MEASURES = ("psnr", "psnr_interior", "ssim", "ssim_interior", "mse_band", "mse_flat", "offset_flat")
+SET_MEASURES = ("jump_ratio", "rise_width_px", "rise_width_phys", *IMAGE_MEASURES)
 N_BOOT = 2000  # bootstrap resamples
 LEVEL = 0.95  # coverage of the intervals
 
 
-def median_interval(values, groups=None, seed=0, n_boot=N_BOOT):
+def median_interval(values, groups=None, seed=0, n_boot=N_BOOT, runs=None):
     """(median, low, high): the median of values and its 95% percentile-bootstrap interval.
 
     groups: the image each value belongs to (edges of one image are not independent); then whole
     images are resampled and their edges pooled, as the median itself pools them. Seeded: the same
     values give the same interval. inf values (a rise that never completes) count as the largest; nan
     values (undefined, e.g. the PSNR of an image whose truth is constant) are left out.
+    runs: the training run (seed) each value comes from, the images being the same for every run: a
+    resample then draws the images and, independently, the runs, and takes each (run, image) as often
+    as both were drawn. Runs that differ widen the interval; identical runs give the one-run interval.
     """
     values = np.asarray(values, dtype=np.float64)
     groups = np.arange(len(values)) if groups is None else np.asarray(groups)
+    runs = np.zeros(len(values), dtype=np.int64) if runs is None else np.asarray(runs)
     defined = ~np.isnan(values)
-    values, groups = values[defined], np.unique(groups[defined], return_inverse=True)[1]
+    values, groups, runs = (values[defined], np.unique(groups[defined], return_inverse=True)[1],
+                            np.unique(runs[defined], return_inverse=True)[1])
     if not len(values):
         return math.nan, math.nan, math.nan
     order = np.argsort(values, kind="stable")
-    values, groups = values[order], groups[order]
+    values, groups, runs = values[order], groups[order], runs[order]
     rng = np.random.default_rng(seed)
-    n_groups = groups.max() + 1
+    n_groups, n_runs = groups.max() + 1, runs.max() + 1
     counts = rng.multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=n_boot)  # (n_boot, n_groups)
-    # How many values of each group lie at or before each sorted value; a resample's weight up to each sorted
-    # value is then one matrix product (integers far below 2^24: exact in float32).
-    before = np.zeros((n_groups, len(values)), dtype=np.float32)
-    before[groups, np.arange(len(values))] = 1
-    before = np.cumsum(before, axis=1)  # (n_groups, n_values)
+    if n_runs > 1:  # drawn after the images, so that one run's resamples stay those of the one-run interval
+        drawn = rng.multinomial(n_runs, np.full(n_runs, 1 / n_runs), size=n_boot)  # (n_boot, n_runs)
+        counts = (drawn[:, :, None] * counts[:, None, :]).reshape(n_boot, -1)  # (n_boot, n_runs * n_groups)
+    # How many values of each (run, group) lie at or before each sorted value; a resample's weight up to each
+    # sorted value is then one matrix product (integers far below 2^24: exact in float32).
+    before = np.zeros((n_runs * n_groups, len(values)), dtype=np.float32)
+    before[runs * n_groups + groups, np.arange(len(values))] = 1
+    before = np.cumsum(before, axis=1)  # (n_runs * n_groups, n_values)
     medians = np.empty(n_boot)
     for rows in np.array_split(np.arange(n_boot), max(1, n_boot * len(values) // 2**24)):  # chunks of ~64 MB
         weights = counts[rows].astype(np.float32) @ before  # (rows, n_values): resampled values up to each one
@@ -165,38 +174,87 @@ def _sorted_median(values, weights):
     return (lower + upper) / 2
 
 
+def edge_band(truth, scaling):
+    """The pixels within s pixels (one pixel at s = 1) of a jump of the 2-D truth, across or along the rows."""
+    from scipy.ndimage import maximum_filter  # scikit-image's own dependency
+
+    truth = np.asarray(truth)
+    right, down = np.diff(truth, axis=1) != 0, np.diff(truth, axis=0) != 0  # (H, W - 1), (H - 1, W)
+    jumps = np.zeros(truth.shape, dtype=bool)  # the pixels on either side of a jump
+    jumps[:, :-1] |= right
+    jumps[:, 1:] |= right
+    jumps[:-1] |= down
+    jumps[1:] |= down
+    return maximum_filter(jumps, size=2 * scaling - 1, mode="constant")  # grown by s - 1 pixels every way
+
+
+def error_split(output, truth, scaling):
+    """Where the interior's squared error lies: its mean in the band around the truth's jumps (edge_band), its
+    mean on the flat rest, and the mean signed error (output - truth) on the flat rest (an offset costs its
+    square there)."""
+    error = interior(np.asarray(output, np.float64) - np.asarray(truth, np.float64), scaling)
+    band = interior(edge_band(truth, scaling), scaling)
+    flat = error[~band]
+    return dict(mse_band=float(np.mean(error[band] ** 2)) if band.any() else math.nan,
+                mse_flat=float(np.mean(flat**2)) if len(flat) else math.nan,
+                offset_flat=float(np.mean(flat)) if len(flat) else math.nan)
+
+
 def set_summary(outputs, truths, scaling, seed=0, row_block=None):
     """One row of metrics_summary.csv for outputs (n, H, W) against truths (n, H, W) at resolution factor s.
 
-    Edge measures are pooled over every edge of every image; PSNR and SSIM are per image, on the whole
-    image and on its interior. Each measure gets its median and the interval as NAME_low, NAME_high.
+    Edge measures are pooled over every edge of every image; PSNR, SSIM and the error split (error_split)
+    are per image. Each measure gets its median and the interval as NAME_low, NAME_high.
+    outputs (R, n, H, W): R training runs (seeds) of the same images, pooled; the interval resamples the
+    runs as well as the images (median_interval's runs), and NAME_seeds lists each run's own median.
     row_block: the bootstrap resamples the edges of each block of this many rows of an image together,
     instead of whole images (for a single image, whose intervals would otherwise be one point).
     """
-    per_edge = {"jump_ratio": [], "rise_width_px": [], "image": []}
-    per_image = {name: [] for name in ("psnr", "psnr_interior", "ssim", "ssim_interior")}
-    for i, (output, truth) in enumerate(zip(outputs, truths, strict=True)):
-        width, ratio = edge_measures(output, truth, scaling)
-        per_edge["rise_width_px"].append(width)
-        per_edge["jump_ratio"].append(ratio)
-        if row_block:  # a group per block of rows: (image, block) numbered image-major
-            rows = find_edges(truth, scaling)[0]
-            per_edge["image"].append(i * math.ceil(np.shape(truth)[0] / row_block) + rows // row_block)
-        else:
-            per_edge["image"].append(np.full(len(width), i))
-        data_range = np.ptp(truth)
-        if not data_range:  # no circle in view: PSNR and SSIM are undefined, and left out of their medians
-            for values in per_image.values():
-                values.append(math.nan)
-            continue
-        per_image["psnr"].append(psnr(output, truth, data_range))
-        per_image["ssim"].append(ssim(output, truth, data_range))
-        per_image["psnr_interior"].append(psnr(interior(output, scaling), interior(truth, scaling), data_range))
-        per_image["ssim_interior"].append(ssim(interior(output, scaling), interior(truth, scaling), data_range))
+    outputs = np.asarray(outputs)
+    pooled = outputs.ndim == 4
+    per_edge = {"jump_ratio": [], "rise_width_px": [], "image": [], "run": []}
+    per_image = {name: [] for name in (*IMAGE_MEASURES, "image", "run")}
+    for run, run_outputs in enumerate(outputs if pooled else outputs[None]):
+        for i, (output, truth) in enumerate(zip(run_outputs, truths, strict=True)):
+            width, ratio = edge_measures(output, truth, scaling)
+            per_edge["rise_width_px"].append(width)
+            per_edge["jump_ratio"].append(ratio)
+            per_edge["run"].append(np.full(len(width), run))
+            if row_block:  # a group per block of rows: (image, block) numbered image-major
+                rows = find_edges(truth, scaling)[0]
+                per_edge["image"].append(i * math.ceil(np.shape(truth)[0] / row_block) + rows // row_block)
+            else:
+                per_edge["image"].append(np.full(len(width), i))
+            per_image["image"].append(i)
+            per_image["run"].append(run)
+            for name, value in _image_measures(output, truth, scaling).items():
+                per_image[name].append(value)
     edges = {name: np.concatenate(values) for name, values in per_edge.items()}
     edges["rise_width_phys"] = edges["rise_width_px"] / np.shape(truths)[-1]  # in units of the image width
-    row = dict(n_images=len(outputs), n_edges=len(edges["image"]))
+    images = {name: np.asarray(values) for name, values in per_image.items()}
+    row = dict(n_images=len(truths), n_edges=len(edges["image"]) // (len(outputs) if pooled else 1))
     for name in SET_MEASURES:
-        values, groups = (edges[name], edges["image"]) if name in edges else (per_image[name], None)
-        row[name], row[f"{name}_low"], row[f"{name}_high"] = median_interval(values, groups, seed)
+        table = edges if name in edges else images
+        values, groups, runs = table[name], table["image"], table["run"]
+        row[name], row[f"{name}_low"], row[f"{name}_high"] = median_interval(values, groups, seed, runs=runs)
+        if pooled:
+            row[f"{name}_seeds"] = " ".join(f"{_median(values[runs == r]):.6g}" for r in range(len(outputs)))
     return row
+
+
+def _image_measures(output, truth, scaling):
+    """PSNR, SSIM (whole and interior) and the error split of one image; nan where the truth is constant (no
+    circle in view: undefined, and left out of the medians)."""
+    data_range = np.ptp(truth)
+    if not data_range:
+        return dict.fromkeys(IMAGE_MEASURES, math.nan)
+    return dict(psnr=psnr(output, truth, data_range), ssim=ssim(output, truth, data_range),
+                psnr_interior=psnr(interior(output, scaling), interior(truth, scaling), data_range),
+                ssim_interior=ssim(interior(output, scaling), interior(truth, scaling), data_range),
+                **error_split(output, truth, scaling))
+
+
+def _median(values):
+    """np.median without the nan values (median_interval's estimate, for one run)."""
+    values = values[~np.isnan(values)]
+    return float(np.median(values)) if len(values) else math.nan

@@ -282,3 +282,49 @@ def zoom_figure(path, rows, cuts, cut_rows, title, caption, samples=(0, 1)):
     axes[2].legend(fontsize=6)
     axes[3].set_xticks(ks)
     _save(fig, path, title, caption, left=0.8, right=0.2, bottom=0.55, wspace=0.35)
+
+
+def convergence_figure(path, curves, references, title, caption):
+    """Per s (columns), against epoch: the test set's median jump ratio (top) and physical rise width (bottom),
+    a line per (reg, init) with the seeds' range as a band. A zoom start's epoch 0 is the zoomed s = 1 network.
+
+    curves: {(s, reg, init): [a seed's log rows (dicts) per seed]}; references: {(s, name): (jump ratio,
+    physical rise width)} drawn as horizontal lines (the noisy input, the s = 1 networks).
+    """
+    scalings = sorted({key[0] for key in curves})
+    regs = sorted({key[1] for key in curves})
+    fig, axes = plt.subplots(2, len(scalings), figsize=(4.6 * len(scalings) + 0.6, 6.4), squeeze=False, sharex="col")
+    panels = (("jump_ratio", "median jump ratio"), ("rise_width_phys", "median rise width (image widths)"))
+    for col, s in enumerate(scalings):
+        for (t, reg, init), seeds in sorted(curves.items()):
+            if t != s:
+                continue
+            epochs = [int(r["epoch"]) for r in seeds[0]]
+            for row, (key, _) in enumerate(panels):
+                values = np.array([[_log_value(r, key) for r in rows[: len(epochs)]] for rows in seeds])
+                style = dict(color=f"C{regs.index(reg)}", linestyle="--" if init == "zoom" else "-")
+                axes[row, col].plot(epochs, np.median(values, axis=0), marker=".", label=f"reg = {reg:g}, {init}",
+                                    **style)
+                if len(seeds) > 1:
+                    axes[row, col].fill_between(epochs, values.min(axis=0), values.max(axis=0), alpha=0.15,
+                                                color=style["color"], linewidth=0)
+        for (t, name), values in references.items():
+            if t == s:
+                for row, value in enumerate(values):
+                    axes[row, col].axhline(value, color="0.4", linestyle=":" if "noisy" in name else "-.",
+                                           linewidth=0.9, label=name)
+        axes[0, col].set_title(f"s = {s}", fontsize=10)
+        axes[1, col].set_xlabel("epoch")
+        axes[1, col].set_yscale("log")  # single epochs where most edges barely rise would flatten the rest
+        axes[1, col].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        for row, (_, label) in enumerate(panels):
+            _finish(axes[row, col], label if col == 0 else "")
+        axes[0, col].set_ylim(0, 1.05)
+    _save(fig, path, title, caption, left=0.8, right=0.2, bottom=0.55, wspace=0.25, hspace=0.12)
+
+
+def _log_value(row, key):
+    """A log row's value; the physical rise width is the logged pixel width over the image width (row["size"])."""
+    if key == "rise_width_phys":
+        return float(row["rise_width_px"]) / row["size"]
+    return float(row[key])

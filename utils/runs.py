@@ -100,7 +100,14 @@ class Model:
 
     @property
     def key(self):
-        return self.scaling, self.reg
+        """What tells the models of one folder apart; seed 0's scratch models are the paper's."""
+        return self.scaling, self.reg, self.init, self.seed
+
+    @property
+    def label(self):
+        """e.g. "s = 2, reg = 0.001" for the paper's models, "s = 2, reg = 0.001, zoom, seed 1" for others."""
+        return f"s = {self.scaling}, reg = {self.reg:g}" + (", zoom" if self.init == "zoom" else "") + (
+            f", seed {self.seed}" if self.seed else "")
 
     @property
     def configured(self):
@@ -131,7 +138,7 @@ def read_config(path):
 
 
 def configured_models(folder):
-    """The models whose config the trainer wrote into folder, by (scaling, reg), whether trained to the end or not."""
+    """The models whose config the trainer wrote into folder, by key, whether trained to the end or not."""
     models = {}
     for path in sorted(Path(folder).glob("*.json")):
         if CONFIG_NAME.match(path.name):
@@ -152,8 +159,8 @@ def find_models(folder, preset_values, preset_name):
         if model.files.weights().is_file():
             found.append(model)
         else:
-            notes.append(f"s = {model.scaling}, reg = {model.reg:g}: no final weights {model.files.weights().name} "
-                         f"(training not finished?); left out")
+            notes.append(f"{model.label}: no final weights {model.files.weights().name} (training not finished?); "
+                         "left out")
     for scaling, regs in sorted(preset_values["weight_decays"].items()):
         for reg in regs:
             model = Model.from_values(folder, dict(preset_values, scaling=scaling, reg=reg), f"preset {preset_name}")
