@@ -300,6 +300,17 @@ LOG_COLUMNS = ("epoch", "train_loss", "test_loss", "jump_ratio", "rise_width_px"
                "images_per_s")
 
 
+def check_same_config(path, saved, config, scaling, reg, seed):
+    """ConfigError unless the config saved at path (a training state's or a .json's) trained what this command
+    would: every field that changes the weights equal."""
+    for name, value in config_record(config, scaling, reg, seed).items():
+        # A field a saved config lacks came later than it, and the model was trained with the field's default.
+        before = saved.get(name, DEFAULTS.get(name))
+        if name not in RESUMABLE_CHANGES and before != value:
+            raise ConfigError(f"checkpoint {path} was trained with {name} = {before!r}, "
+                              f"this command has {value!r}; use --fresh to start over or another --out-dir")
+
+
 @dataclass
 class TrainingState:
     """Where one model's training stands, what a rerun resumes from: saved whole, atomically, as .state.pt."""
@@ -321,18 +332,17 @@ class TrainingState:
         """The model's saved state, or a fresh one; a state of another config is a ConfigError."""
         files = model_files(config, scaling, reg, seed)
         if not files.state.exists():
+            record = read_config(files.config) if files.config.is_file() else {}
+            if "final_epoch" in record and files.weights(record["final_epoch"]).is_file():
+                # A finished model kept without its training state (data/weights/study/): its .json says so.
+                check_same_config(files.config, record, config, scaling, reg, seed)
+                return cls(epochs_done=record["final_epoch"], stopping=record["stopping"])
             if files.weights().exists():  # not this trainer's (a download?): never overwrite it unasked
                 raise ConfigError(f"{files.weights()} exists without the training state {files.state.name} next to it; "
                                   "use --fresh to overwrite it or another --out-dir")
             return cls()
         saved = load_checkpoint(files.state, mmap=mmap)
-        now = config_record(config, scaling, reg, seed)
-        for name, value in now.items():
-            # A field a state lacks came later than the state, which was trained with the field's default.
-            before = saved["config"].get(name, DEFAULTS.get(name))
-            if name not in RESUMABLE_CHANGES and before != value:
-                raise ConfigError(f"checkpoint {files.state} was trained with {name} = {before!r}, "
-                                  f"this command has {value!r}; use --fresh to start over or another --out-dir")
+        check_same_config(files.state, saved["config"], config, scaling, reg, seed)
         return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
 
     def save(self, config, scaling, reg, seed, net, optimizer, weights):

@@ -113,8 +113,13 @@ def test_a_model_that_stops_improving_ends_early_and_says_so(tmp_path, capsys):
     assert (record["final_epoch"], record["stopping"], record["epochs"]) == (4, "rule", 20)
     assert "done after epoch 4 (the stopping rule held" in capsys.readouterr().out
     assert (tmp_path / "size_orig_16_scaling_1_weight_decay_0.0_n_epochs_4.pt").is_file()
+    next(tmp_path.glob("*.state.pt")).unlink()  # as the study's folder ships: final weights, log and .json
     main([*ONE, "--scalings", "1", "--epochs", "20", "--min-improvement", "0.5", "--out-dir", str(tmp_path)])
-    assert "already trained" in capsys.readouterr().out
+    assert "already trained, " + str(tmp_path / "size_orig_16_scaling_1_weight_decay_0.0_n_epochs_4.pt") in \
+        capsys.readouterr().out
+    with pytest.raises(SystemExit):  # the .json still guards the config
+        main([*ONE, "--scalings", "1", "--epochs", "20", "--min-improvement", "0.4", "--out-dir", str(tmp_path)])
+    assert "was trained with min_improvement = 0.5, this command has 0.4" in capsys.readouterr().err
 
 
 def test_a_zoom_start_stopped_mid_epoch_resumes_to_the_uninterrupted_weights(s1_run, tmp_path):
