@@ -138,7 +138,7 @@ def find_models(folder, preset_values, preset_name):
             found.append(model)
         else:
             notes.append(f"s = {model.scaling}, reg = {model.reg:g}: no final weights {model.files.weights().name} "
-                         f"(training not finished?); left out")
+                         f"(training not finished, or the file deleted or not shipped); left out")
     for scaling, regs in sorted(preset_values["weight_decays"].items()):
         for reg in regs:
             model = Model.from_values(folder, dict(preset_values, scaling=scaling, reg=reg), f"preset {preset_name}")
