@@ -353,7 +353,8 @@ def summary_rows(config, results):
     rows = []
     for s, result in results.items():
         clean = result["clean"][None]  # (1, N, N)
-        outputs = [("ground_truth", "", "", result["clean"]), ("noisy", "", "", result["noisy"])]
+        # The references as in the U-net's summary: named in the reg column (no kind, no iteration).
+        outputs = [("", metrics.GROUND_TRUTH, "", result["clean"]), ("", metrics.NOISY_INPUT, "", result["noisy"])]
         for reg, fit_result in result["fits"].items():
             iterations = dict(best=fit_result["best_iteration"], final=config.iterations)
             outputs += [(kind, reg, iterations[kind], fit_result[kind]) for kind in KINDS]
@@ -423,7 +424,7 @@ def figures(config, preset, results, rows, folder):
         title = f"Deep image prior outputs at the {when}, preset {preset}"
         plotting.comparison_figure(folder / f"comparison_{kind}.png", columns, title, small_print,
                                    row_labels=[f"reg = {reg:g}" for reg in regs])
-    noisy_psnr = {row["scaling"]: row["psnr"] for row in rows if row["kind"] == "noisy"}
+    noisy_psnr = {row["scaling"]: row["psnr"] for row in rows if row["reg"] == metrics.NOISY_INPUT}
     fits = {(s, reg): results[s]["fits"][reg] for s in scalings for reg in regs}
     panels = {f"reg = {reg:g}": {f"s = {s}": (fits[s, reg]["psnrs"], fits[s, reg]["best_iteration"], noisy_psnr[s])
                                  for s in scalings} for reg in regs}
@@ -444,7 +445,7 @@ def evaluate(config, preset):
     write_arrays(folder / "arrays", config, results)
     figures(config, preset, results, rows, folder)
     for row in rows:
-        print(f"s = {row['scaling']} {row['kind']:>12} reg {row['reg']!s:>5} it {row['iteration']!s:>5}: jump ratio "
+        print(f"s = {row['scaling']} {row['kind']:>5} reg {row['reg']!s:>12} it {row['iteration']!s:>5}: jump ratio "
               f"{row['jump_ratio']:.3f} [{row['jump_ratio_low']:.3f}, {row['jump_ratio_high']:.3f}], rise width "
               f"{row['rise_width_phys']:.4f} [{row['rise_width_phys_low']:.4f}, {row['rise_width_phys_high']:.4f}] "
               f"of the width, PSNR {row['psnr']:.2f} dB")

@@ -9,15 +9,19 @@ for the `paper` preset, figure weights missing from such a folder are downloaded
     python evaluate_unet.py --preset quick           # the shipped quick weights, offline
     python evaluate_unet.py --weights-dir RUN        # any folder unet_circles.py wrote
 
-Writes into --output-dir: comparison_weight_decays.png, comparison_resolutions.png (each where the
-folder has its models), regularity.png, training.png (from the trainer's logs), metrics.csv,
-single/ (every image and cut as a PNG) and arrays/ (the raw images, one .npz per sample and s).
+Writes into --output-dir (default: data/results/<the weights folder's name>; data/results/unet for the
+paper's): comparison_weight_decays.png, comparison_resolutions.png (each where the folder has its models),
+regularity.png, training.png (from the trainer's logs), metrics.csv, single/ (every image and cut as a
+PNG) and arrays/ (the raw images, one .npz per sample and s); with --zoom also zoom/. What an earlier
+evaluation wrote there under these names is deleted first, so every file there is this run's.
 """
 
 import csv
 import dataclasses
 import math
 import os
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -26,10 +30,10 @@ import numpy as np
 import torch
 
 from models.trunks import UNet, fold_for_inference, width_and_depth, zoom
-from unet_circles import PRESETS, last_quarter_gain, preset_config
+from unet_circles import PRESETS, full_size, last_quarter_gain, preset_config, train_command
 from utils import metrics, plotting, zenodo
 from utils.circles import CirclesFileError, load_circles_csv, noisy_pairs, sample_circles, split, test_pairs
-from utils.config import ConfigError, Parser, check_writable
+from utils.config import ConfigError, Parser, check_writable, named_preset
 from utils.device import DeviceError, amp_advice, autocast, pick_device
 from utils.runs import RunFolderError, checkpoint_name, configured_models, find_models
 from utils.weights import CheckpointError, load_state_dict, read_weights
@@ -40,19 +44,13 @@ from utils.weights import CheckpointError, load_state_dict, read_weights
 TEST_SAMPLES = (597, 1675, 982, 545, 1923)  # indices into the test split, in the paper's order
 CUT_ROWS = (10, 20, 65, 122, 55)  # each sample's cut row at s = 1 in a CUT_BASE px image
 CUT_BASE = 128  # at another size_orig the row moves to the same height: row * size_orig // CUT_BASE
-FIGURES = {  # file name -> (title, the (s, reg) of the paper's model columns, also every other reg of this s?)
-    "comparison_weight_decays": (
-        "U-net outputs for different weight decays (s = 1)",
-        ((1, 0.0), (1, 1e-3), (1, 1e-2), (1, 1e-1)),
-        True,  # and the folder's other s = 1 models (the quick preset's 0.5 and 1.25, where its effect shows)
-    ),
-    "comparison_resolutions": (
-        "U-net outputs at different resolutions (reg = 0.001)",
-        ((1, 1e-3), (2, 1e-3), (3, 1e-3)),
-        False,
-    ),
+FIGURES = {  # file name -> title; drawn from the models the folder has (_figure_models)
+    "comparison_weight_decays": "U-net outputs for different weight decays (s = 1)",  # every s = 1 model
+    "comparison_resolutions": "U-net outputs at different resolutions (reg = {reg:g})",  # one reg, every s
 }
-FIGURE_MODELS = sorted({key for _, keys, _ in FIGURES.values() for key in keys})  # the six the paper's figures need
+RESOLUTION_REG = 1e-3  # the paper's reg of the resolution figure, where every s has it (else the smallest that does)
+# The (s, reg) the paper's two figures show: what the paper preset downloads from Zenodo.
+FIGURE_MODELS = [(1, 0.0), (1, 1e-3), (1, 1e-2), (1, 1e-1), (2, 1e-3), (3, 1e-3)]
 PAPER = ("scratch", 0)  # the init and seed of the models the figures show: the paper's, one per (s, reg)
 NOISE_SEED = 0  # the noisy inputs of the five samples at scaling s are drawn with seed NOISE_SEED + s
 # The summary (metrics_summary.csv, regularity.png) measures every model on the first N_TEST images of the
@@ -63,16 +61,20 @@ NOISE_SEED = 0  # the noisy inputs of the five samples at scaling s are drawn wi
 N_TEST = 256
 N_TEST_PAPER_CPU = 3
 BATCH = 32  # test images per forward pass
-ZOOM_KS = {"quick": (1, 2, 3, 4, 6, 8), "paper": (1, 2, 3)}  # --zoom alone: the factors k per preset
+# --zoom alone: the factors k for the paper's full-size networks, and for smaller ones (the quick preset's).
+ZOOM_KS = {"paper": (1, 2, 3), "quick": (1, 2, 3, 4, 6, 8)}
 # Zoomed to k an image costs about k^4 times the s = 1 one with direct convolutions (k^2 more pixels, k^2
 # wider kernels); the wide kernels (k >= 4) go by FFT (models/trunks/fft_conv.py), and the zoom measures
-# the first ZOOM_N_TEST test images (of --n-test): for the quick preset's six s = 1 models at k up to 8,
+# the first ZOOM_N_TEST test images (at most --n-test): for the quick preset's six s = 1 models at k up to 8,
 # about 75 s on 2 cores (the whole evaluation with --zoom: 1 min 43 s).
 ZOOM_N_TEST = 32
 # models.csv says per model whether its test loss had stopped improving by its last epoch: the best of the last
 # quarter of its epochs gained less than PLATEAU on the best before (unet_circles.converged's rule).
 PLATEAU = 0.01
+ZOOM_AUTO = "auto"  # evaluate()'s zoom_ks for --zoom alone: ZOOM_KS by the networks' size
 OUTPUT_DIR = "data/results/unet"  # default of --output-dir for the paper; another preset: data/results/<preset>
+OUTPUT_NAMES = ("metrics.csv", "metrics_summary.csv", "models.csv", "regularity.png", "training.png", "convergence.png",
+                *(f"{n}.png" for n in FIGURES), "single", "arrays", "zoom")  # what an evaluation writes
 PROG = "evaluate_unet.py"
 # What --amp gained on a 2-core AVX512-BF16 CPU (benchmarks/run.py; README, Performance): said on such CPUs
 # when --amp is off.
@@ -108,7 +110,7 @@ class Outputs:
 
 @torch.inference_mode()
 def evaluate(weights_dir, preset="paper", output_dir=OUTPUT_DIR, circles_csv=None, zenodo_url=None, eager=False,
-             device="auto", amp=False, n_test=None, zoom_ks=(), zoom_n_test=ZOOM_N_TEST):
+             device="auto", amp=False, n_test=None, zoom_ks=(), zoom_n_test=None):
     """Run every model of weights_dir on the paper's five test samples and on n_test held-out test images, and
     write every output; returns metrics_summary.csv's rows.
 
@@ -120,23 +122,33 @@ def evaluate(weights_dir, preset="paper", output_dir=OUTPUT_DIR, circles_csv=Non
     to float32 rounding. device, amp: where to run, and whether in bfloat16 autocast. n_test: None for the
     default (N_TEST; N_TEST_PAPER_CPU for the paper's full-size networks on a CPU). zoom_ks: the factors k at which
     every s = 1 model is also evaluated as an s = k network (models.trunks.zoom), into output_dir/zoom/, on the
-    first zoom_n_test of the test images.
+    first zoom_n_test of the test images (None: ZOOM_N_TEST, at most n_test); ZOOM_AUTO: ZOOM_KS for the models'
+    size.
     """
     output_dir, device = Path(output_dir), pick_device(device)
     check_writable(output_dir, "--output-dir")  # nothing is created before the models have run
-    if any(not isinstance(k, int) or k < 1 for k in zoom_ks):
+    if zoom_ks != ZOOM_AUTO and any(not isinstance(k, int) or k < 1 for k in zoom_ks):
         raise EvaluationError(f"--zoom takes whole factors k >= 1, got {' '.join(map(str, zoom_ks))}")
-    if zoom_n_test < 1:
+    if zoom_n_test is not None and zoom_n_test < 1:
         raise EvaluationError(f"--zoom-n-test must be at least 1, got {zoom_n_test}")
     circles = (load_circles_csv(circles_csv), f"circles from {circles_csv}") if circles_csv else None
     models = _models(Path(weights_dir), preset, zenodo_url)
     if zoom_ks and not any(m.scaling == 1 for m in models):
         raise EvaluationError(f"--zoom needs a model trained at s = 1, and {weights_dir} has none")
-    amp_advice(amp, device, PROG, AMP_GAIN)
+    paper_sized = any(full_size(m) for m in models)
+    if zoom_ks == ZOOM_AUTO:
+        zoom_ks = ZOOM_KS["paper" if paper_sized else "quick"]
     if n_test is None:
-        n_test = N_TEST_PAPER_CPU if device.type == "cpu" and any(_full_size(m) for m in models) else N_TEST
+        n_test = N_TEST_PAPER_CPU if device.type == "cpu" and paper_sized else N_TEST
+    if zoom_ks and zoom_n_test is not None and 0 < n_test < zoom_n_test:
+        raise EvaluationError(f"--zoom-n-test {zoom_n_test} is more than the {n_test} test images of the summary; "
+                              f"give at most {n_test}, or a larger --n-test")
+    for model in models:  # a damaged or mismatched file is found before the first model runs
+        _network(model)
+    amp_advice(amp, device, PROG, AMP_GAIN if paper_sized else None)  # the gain matters for the paper's networks
     outputs = _run_all(models, circles, n_test, device, amp, eager)
     output_dir.mkdir(parents=True, exist_ok=True)
+    _clear_outputs(output_dir)
     _write_metrics(output_dir / "metrics.csv", outputs)
     summary = _write_summary(output_dir / "metrics_summary.csv", outputs.test)
     _write_arrays(output_dir / "arrays", outputs)
@@ -150,10 +162,21 @@ def evaluate(weights_dir, preset="paper", output_dir=OUTPUT_DIR, circles_csv=Non
     if any(m.key[2:] != PAPER for m in models):
         _write_convergence_figure(output_dir / "convergence.png", models, summary, source)
     if zoom_ks:
-        _evaluate_zoom(output_dir / "zoom", outputs, sorted(set(zoom_ks)), min(zoom_n_test, n_test),
+        _evaluate_zoom(output_dir / "zoom", outputs, sorted(set(zoom_ks)), min(zoom_n_test or ZOOM_N_TEST, n_test),
                        (device, amp, eager), source)
     print(f"wrote the figures, metrics.csv, metrics_summary.csv, single/ and arrays/ into {output_dir}")
     return summary
+
+
+def _clear_outputs(output_dir):
+    """Delete what an earlier evaluation wrote into output_dir (OUTPUT_NAMES only: nothing else of the folder), so
+    no figure, image or array of another run stays beside this one's."""
+    for name in OUTPUT_NAMES:
+        path = output_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _models(folder, preset, zenodo_url):
@@ -170,25 +193,27 @@ def _models(folder, preset, zenodo_url):
     if published and missing:
         _download(folder, [_preset_weights_name(values, s, reg) for s, reg in missing], zenodo_url)
         models, notes = find_models(folder, values, preset)
+    if not models:
+        raise EvaluationError(_no_models_message(folder, preset, values, zenodo_url))
     for note in notes:
         print(note)
-    if not models:
-        raise EvaluationError(_no_models_message(folder, preset, values))
     return models
 
 
-def _full_size(model):
-    """Whether a model is the paper's full-size network (the Config block's width and size), slow on a CPU."""
-    paper = preset_config("paper")
-    return (model.size_orig, model.width, model.depth) == (paper.size_orig, paper.width, paper.depth)
-
-
-def _no_models_message(folder, preset, values):
+def _no_models_message(folder, preset, values, zenodo_url):
+    """Why a folder has nothing to evaluate, and the command that fills it."""
+    configured = configured_models(folder) if folder.is_dir() else {}
+    if configured:  # the trainer's configs without final weights: a run not finished, or weights not shipped
+        return (f"none of the {len(configured)} models configured in {folder} has its final weights (training not "
+                f"finished, or the .pt files deleted or not shipped); train them with "
+                f"`python {train_command([model.origin for model in configured.values()], folder)}`")
     first = f"{folder}/" + _preset_weights_name(values, 1, values["weight_decays"][1][0])
     if preset == "paper":
-        how = f"drop --no-download to fetch the paper's from Zenodo record {zenodo.RECORD}, or put them there by hand"
+        fetch = "drop --no-download to fetch" if zenodo_url is None else "fetch"
+        how = f"{fetch} the paper's from Zenodo record {zenodo.RECORD}, or put them there by hand"
     else:
-        how = f"make them with `python unet_circles.py --preset {preset}`"
+        default = (ROOT / values["out_dir"]).resolve() == folder.resolve()
+        how = f"make them with `python unet_circles.py --preset {preset}{'' if default else f' --output-dir {folder}'}`"
     return f"no weights in {folder}: neither a config unet_circles.py wrote nor a file like {first}; {how}"
 
 
@@ -212,7 +237,8 @@ def _run_all(models, circles, n_test, device, amp, eager):
         captions[m.key] = f"  {m.label}: {m.files.weights().name} ({_source(m)})"
     print("\n".join(captions.values()))
     captions["data"] = (f"data: {origin}; showcase: test samples {', '.join(map(str, TEST_SAMPLES))}, noise seed "
-                        f"{NOISE_SEED} + s; summary: the first {n_test} test samples, the trainer's test noise; "
+                        f"{NOISE_SEED} + s; summary and zoom: the first test samples (as many as the title says), the "
+                        f"trainer's test noise; "
                         f"sigma_noise {shared.sigma_noise}; one noisy input per image and s for all models")
     images = Images(), Images()
     for s in sorted({m.scaling for m in models}):
@@ -257,6 +283,11 @@ def _download(folder, names, zenodo_url):
         ) from None
     try:
         zenodo.fetch(names, folder, zenodo_url)
+    except zenodo.ZenodoAnswered as err:  # a wrong address, or a record without these files
+        raise zenodo.ZenodoAnswered(
+            f"{err}; check --zenodo-url (or $ZENODO_URL; default {zenodo.ZENODO_URL}), or put "
+            f"{', '.join(names)} from https://zenodo.org/records/{zenodo.RECORD} into {folder} by hand"
+        ) from None
     except zenodo.ZenodoUnreachable as err:
         if created and not any(folder.iterdir()):  # nothing came: leave no empty folder behind
             folder.rmdir()
@@ -280,16 +311,22 @@ def _shown(folder):
     return folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
 
 
-def _load_network(model, device, eager, zoom_k=1):
-    """The model's network from its checkpoint (strictly, weights only), ready for inference on the device;
-    zoom_k > 1: the s = 1 network seen on a zoom_k times finer grid (models.trunks.zoom)."""
+def _network(model):
+    """The model's U-net from its checkpoint, strictly (weights only): a damaged or mismatched file is a
+    CheckpointError naming it."""
     path = model.files.weights()
     state = read_weights(path)
     # A trainer's model is rebuilt from its config; a file without one (the authors') shows its own shape.
     width, depth = model.width, model.depth
     if not model.configured:
         width, depth = width_and_depth(state, (width, depth))
-    net = load_state_dict(UNet(model.scaling, width, depth), path, state=state).eval()
+    return load_state_dict(UNet(model.scaling, width, depth), path, state=state).eval()
+
+
+def _load_network(model, device, eager, zoom_k=1):
+    """The model's network (_network), ready for inference on the device; zoom_k > 1: the s = 1 network seen on
+    a zoom_k times finer grid (models.trunks.zoom)."""
+    net = _network(model)
     if zoom_k > 1:
         net = zoom(net, zoom_k)
     if not eager:  # the fast path: fewer passes over every feature map, channels-last, FFT where faster
@@ -330,7 +367,8 @@ def _write_metrics(path, outputs):
 def _write_summary(path, images):
     """metrics_summary.csv: per s the ground truth and the noisy input as references, then per (s, reg, init)
     the models of every seed pooled: medians over the test set (and the seeds) with 95% bootstrap intervals that
-    resample the images and the seeds, and each seed's own median (utils.metrics.set_summary)."""
+    resample the images and the seeds, each seed's own median, and the interior PSNR's gain over the noisy input
+    image by image (utils.metrics.set_summary)."""
     rows = []
     for s, clean in images.clean.items():
         measured = [(metrics.GROUND_TRUTH, "", clean), (metrics.NOISY_INPUT, "", images.noisy[s])]  # (n, N, N)
@@ -338,8 +376,9 @@ def _write_summary(path, images):
             seeds = sorted(key for key in images.recon if key[:3] == (s, reg, init))
             measured.append((reg, init, np.stack([images.recon[key] for key in seeds])))  # (seeds, n, N, N)
         for reg, init, x in measured:
-            n_seeds = len(x) if x.ndim == 4 else ""
-            rows.append(dict(scaling=s, reg=reg, init=init, n_seeds=n_seeds, **metrics.set_summary(x, clean, s)))
+            model = x.ndim == 4  # a model's seeds, not a reference; its PSNR gain over its input, image by image
+            row = metrics.set_summary(x, clean, s, inputs=images.noisy[s] if model else None)
+            rows.append(dict(scaling=s, reg=reg, init=init, n_seeds=len(x) if model else "", **row))
     _write_csv(path, rows)
     return rows
 
@@ -390,20 +429,33 @@ def _write_singles(folder, outputs):
     plotting.save_cuts(cuts)
 
 
+def _figure_models(keys):
+    """Each comparison figure's (title, its models' (s, reg)) from the models there are (keys), or (None, why it is
+    skipped): the weight-decay figure shows every s = 1 model, the resolution figure one reg at every s."""
+    s1 = sorted(key for key in keys if key[0] == 1)
+    scalings = sorted({s for s, _ in keys})
+    common = sorted(set.intersection(*({reg for t, reg in keys if t == s} for s in scalings))) if keys else []
+    reg = RESOLUTION_REG if RESOLUTION_REG in common else common[0] if common else None
+    decays, resolutions = FIGURES["comparison_weight_decays"], FIGURES["comparison_resolutions"]
+    return {
+        "comparison_weight_decays": (decays, s1) if len(s1) > 1 else (None, "it needs two models at s = 1 or more"),
+        "comparison_resolutions": (resolutions.format(reg=reg), [(s, reg) for s in scalings])
+        if len(scalings) > 1 and reg is not None else (None, "it needs one reg trained at every s, at two s or more"),
+    }
+
+
 def _write_figures(output_dir, outputs, source):
-    """The paper's comparison figures whose models are all in the folder; one line for each skipped. source: what
-    the titles call the weights (_weights_name)."""
+    """The comparison figures (_figure_models); one line for each skipped. source: what the titles call the
+    weights (_weights_name)."""
     images, rows = outputs.showcase, outputs.cut_rows
     labels = {m.key: m.label for m in outputs.models}
     shown = [key for key in images.recon if key[3] == 0]  # seed 0 of every init: one column per (s, reg, init)
-    for name, (title, paper_models, more) in FIGURES.items():
-        absent = [(s, reg) for s, reg in paper_models if not any(key[:2] == (s, reg) for key in shown)]
-        if absent:
-            print(f"{name}.png skipped: it needs " + ", ".join(f"s = {s}, reg = {reg:g}" for s, reg in absent) +
-                  ", which the weights folder lacks")
+    for name, (title, pairs) in _figure_models(sorted({key[:2] for key in shown})).items():
+        if title is None:
+            print(f"{name}.png skipped: {pairs}")
             continue
-        s0 = paper_models[0][0]  # inputs are shown at the first column's resolution
-        keys = sorted(key for key in shown if key[:2] in paper_models or (more and key[0] == s0))
+        keys = sorted(key for key in shown if key[:2] in pairs)
+        s0 = keys[0][0]  # inputs are shown at the first column's resolution
         columns = [(f"noisy input, s = {s0}", images.noisy[s0], rows[s0], images.clean[s0]),
                    (f"ground truth, s = {s0}", images.clean[s0], rows[s0], None)]
         columns += [(labels[key], images.recon[key], rows[key[0]], images.clean[key[0]]) for key in keys]
@@ -508,53 +560,74 @@ def _evaluate_zoom(folder, outputs, ks, n_test, run, source):
     _write_csv(folder / "zoom.csv", rows)
     title = (f"One s = 1 network zoomed to k times its resolution ({len(test)} test images; medians, 95% intervals), "
              f"{source}")
-    caption = "\n".join([outputs.captions["header"], *(outputs.captions[m.key] for m in s1), outputs.captions["data"]])
+    lines = [outputs.captions["header"], *(outputs.captions[m.key] for m in s1)]
+    trained = [m for m in outputs.models if m.scaling in ks and m.scaling > 1 and m.reg in {m.reg for m in s1}]
+    if trained:  # drawn as squares
+        lines += ["trained at s = k (squares):", *(outputs.captions[m.key] for m in trained)]
+    caption = "\n".join([*lines, outputs.captions["data"]])
     plotting.zoom_figure(folder / "zoom.png", rows, cuts, _cut_rows(shared, ks), title, caption)
     print(f"wrote zoom.csv, zoom.png and arrays/ into {folder}")
 
 
-def main(argv=None):
-    parser = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+def build_parser(preset="paper"):
+    """The command line; --help shows the values of `preset` (the one named on the command line)."""
+    parser = Parser(prog=PROG, description=__doc__.split("\n\n")[0],
+                    epilog=f"[values shown: preset {preset}; give --preset NAME --help for another]")
     parser.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                         help="the default weights folder, and the values of weights files without a config beside them "
-                        "(the authors' Zenodo files) (default: paper)")
+                        "(the authors' Zenodo files) [default: paper]")
     parser.add_argument("--weights-dir",
                         help="folder of the checkpoints: any folder unet_circles.py wrote, or the authors' files "
-                        "(default: where unet_circles.py writes the preset's)")
+                        f"[{preset}: {preset_config(preset).out_dir}, where unet_circles.py writes the preset's]")
     parser.add_argument("--output-dir",
-                        help=f"where results go (default: {OUTPUT_DIR} for paper, data/results/<preset> for another)")
+                        help=f"where results go [{preset}: {_default_output_dir(preset, None).relative_to(ROOT)}; "
+                        "with --weights-dir RUN: data/results/<RUN's name>]")
     parser.add_argument("--circles-csv", help="the authors' circles CSV instead of the seeded data set")
     parser.add_argument("--n-test", type=int,
-                        help=f"held-out test images the summary measures every model on (the first N of the test "
-                        f"split; default {N_TEST}, for the paper's networks on a CPU {N_TEST_PAPER_CPU})")
+                        help="held-out test images the summary measures every model on: the first N of the test "
+                        f"split [{N_TEST}; {N_TEST_PAPER_CPU} for the paper's full-size networks on a CPU, where an "
+                        "image costs seconds]")
     quick, paper = (" ".join(map(str, ZOOM_KS[name])) for name in ("quick", "paper"))
     parser.add_argument("--zoom", nargs="*", type=int, metavar="K",
                         help="also evaluate every s = 1 model zoomed to K times its resolution "
-                        f"(models/trunks/zoom.py) into OUTPUT_DIR/zoom/; --zoom alone: {quick} for quick, "
-                        f"{paper} for paper")
-    parser.add_argument("--zoom-n-test", type=int, default=ZOOM_N_TEST,
-                        help="test images the zoom measures, the first of --n-test's (default: %(default)s)")
+                        f"(models/trunks/zoom.py) into OUTPUT_DIR/zoom/; --zoom alone: {quick} for networks "
+                        f"smaller than the paper's (the quick preset's), {paper} for the paper's full-size ones")
+    parser.add_argument("--zoom-n-test", type=int,
+                        help="test images the zoom measures: the first N of the test split, at most --n-test "
+                        f"[{ZOOM_N_TEST}, or --n-test where that is smaller]")
     parser.add_argument("--no-download", action="store_true", help="use local weights only, never Zenodo")
     parser.add_argument("--zenodo-url", default=os.environ.get("ZENODO_URL", zenodo.ZENODO_URL),
-                        help="Zenodo's base address (default: $ZENODO_URL, else %(default)s)")
+                        help="Zenodo's base address [$ZENODO_URL, else %(default)s]")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
                         help="auto: cuda if available, else mps, else cpu")
     parser.add_argument("--amp", action="store_true",
                         help="bfloat16 autocast (for GPUs and CPUs with native bfloat16; emulated and far slower on "
-                        "AVX2-only CPUs)")
+                        f"AVX2-only CPUs). {AMP_GAIN}".replace("%", "%%"))
     parser.add_argument("--eager", action="store_true",
                         help="run each network module by module as defined (the reference), not the default fast "
                         "float32 path with BatchNorm and /s^2 folded into the convolutions and, on the CPU, the s = 3 "
                         "network's wide 9 x 9 convolutions by FFT (equal up to float32 rounding)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _default_output_dir(preset, weights_dir):
+    """--output-dir's default: the preset's results folder for its own weights, else data/results/<the weights
+    folder's name>, so that evaluating another run never writes over the preset's results."""
+    if weights_dir is None or Path(weights_dir).resolve() == (ROOT / preset_config(preset).out_dir).resolve():
+        return ROOT / (OUTPUT_DIR if preset == "paper" else f"data/results/{preset}")
+    return ROOT / "data/results" / Path(weights_dir).resolve().name
+
+
+def main(argv=None):
+    args = build_parser(named_preset(argv, PRESETS)).parse_args(argv)
     try:
         # Default folders are the repository's, wherever the script is run from; given ones are as given.
         weights_dir = args.weights_dir or ROOT / preset_config(args.preset).out_dir
         if args.weights_dir and not Path(args.weights_dir).is_dir():
             raise EvaluationError(f"the weights folder {args.weights_dir} does not exist")
         download_from = args.zenodo_url if args.preset == "paper" and not args.no_download else None
-        output_dir = args.output_dir or ROOT / (OUTPUT_DIR if args.preset == "paper" else f"data/results/{args.preset}")
-        zoom_ks = () if args.zoom is None else args.zoom or ZOOM_KS.get(args.preset, ZOOM_KS["quick"])
+        output_dir = args.output_dir or _default_output_dir(args.preset, args.weights_dir)
+        zoom_ks = () if args.zoom is None else args.zoom or ZOOM_AUTO
         evaluate(weights_dir, args.preset, output_dir, args.circles_csv, download_from, args.eager, args.device,
                  args.amp, args.n_test, zoom_ks, args.zoom_n_test)
     except (EvaluationError, ConfigError, RunFolderError, CheckpointError, CirclesFileError, DeviceError) as err:
@@ -563,6 +636,10 @@ def main(argv=None):
     except zenodo.ZenodoError as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; rerun the command to evaluate (files it had begun to write may be incomplete)",
+              file=sys.stderr)
+        return 128 + signal.SIGINT
     return 0
 
 

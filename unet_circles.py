@@ -119,6 +119,12 @@ def preset_config(name):
     return Config(**PRESETS[name])
 
 
+def full_size(net):
+    """Whether a Config or a trained model (utils.runs.Model) is the paper's full-size network: slow on a CPU."""
+    paper = preset_config("paper")
+    return (net.size_orig, net.width, net.depth) == (paper.size_orig, paper.width, paper.depth)
+
+
 # Fields that may differ between a checkpoint and the command that resumes it: they pick which
 # models run and where, or only change speed. Every other field changes the trained weights.
 RESUMABLE_CHANGES = ("scalings", "weight_decays", "seeds", "checkpoint_every", "out_dir", "test_samples", "device",
@@ -152,7 +158,7 @@ def build_parser(preset="paper"):
     shown = preset_config(preset)
     table = "; ".join(f"s = {s}: {' '.join(map(str, regs))}" for s, regs in sorted(shown.weight_decays.items()))
     special = dict(weight_decays=(dict(nargs="+", type=float, metavar="REG"), table))
-    add_config_flags(parser, Config, shown, preset, special)
+    add_config_flags(parser, Config, shown, preset, special, names=dict(out_dir=("--output-dir", "--out-dir")))
     return parser
 
 
@@ -172,6 +178,39 @@ def config_from_args(args):
         table = values.get("weight_decays", PAPER_WEIGHT_DECAYS)
         values["weight_decays"] = {s: tuple(table.get(s, ())) for s in values["scalings"]}
     return Config(**values)
+
+
+def train_command(config_paths, output_dir):
+    """The command line that trains the models of these configs (.json, as announce writes them) into output_dir:
+    the preset closest to their values and a flag for each value that changes the weights and differs from it."""
+    records = [read_config(path) for path in config_paths]
+    table = {}  # reg values per s, as the configs have them
+    for record in records:
+        table.setdefault(record["scaling"], []).append(record["reg"])
+
+    def differing(preset):
+        values = json.loads(json.dumps(asdict(preset_config(preset))))  # as a .json holds them
+        record = dict(values, **records[0])  # a field newer than the run: the preset's value
+        return [name for name in values if name not in RESUMABLE_CHANGES and record[name] != values[name]]
+
+    preset = min(PRESETS, key=lambda name: len(differing(name)))
+    flags = [f"--preset {preset}"]
+    for name in differing(preset):
+        value = records[0][name]  # differing: the record has it
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else flag.replace("--", "--no-", 1))
+        else:
+            flags.append(f"{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}")
+    preset_table = preset_config(preset).weight_decays
+    if {s: sorted(regs) for s, regs in table.items()} == {s: sorted(regs) for s, regs in preset_table.items()}:
+        return f"{PROG} {' '.join(flags)} --output-dir {output_dir}"  # the preset's models
+    commands = []  # one per set of scalings that share their reg values (--weight-decays is one list for all s)
+    for regs in dict.fromkeys(tuple(sorted(regs)) for regs in table.values()):
+        scalings = " ".join(str(s) for s in sorted(table) if tuple(sorted(table[s])) == regs)
+        commands.append(f"{PROG} {' '.join(flags)} --scalings {scalings} --weight-decays {' '.join(map(str, regs))} "
+                        f"--output-dir {output_dir}")
+    return "; python ".join(commands)
 
 
 def check_config(config, world_size=1):
@@ -220,7 +259,7 @@ def check_config(config, world_size=1):
     device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
     if world_size > 1 and device.type not in ("cpu", "cuda"):
         raise ConfigError(f"torchrun needs --device cpu or cuda, got {device.type}")
-    check_writable(config.out_dir, "--out-dir")
+    check_writable(config.out_dir, "--output-dir")
     return device
 
 
@@ -269,7 +308,7 @@ def zoom_source(config, reg, seed):
              if values[name] != getattr(config, name)]
     if other:
         raise ConfigError(f"--init zoom: the s = 1 model {files.config} has {', '.join(other)}; a zoom start needs "
-                          "the same network: use its values or another --out-dir")
+                          "the same network: use its values or another --output-dir")
     weights = Model.from_values(config.out_dir, values, str(files.config)).files.weights()
     if not weights.is_file():
         raise ConfigError(f"--init zoom needs the finished s = 1 model of reg {reg}, seed {seed}, and {weights} is not "
@@ -308,7 +347,7 @@ def check_same_config(path, saved, config, scaling, reg, seed):
         before = saved.get(name, DEFAULTS.get(name))
         if name not in RESUMABLE_CHANGES and before != value:
             raise ConfigError(f"checkpoint {path} was trained with {name} = {before!r}, "
-                              f"this command has {value!r}; use --fresh to start over or another --out-dir")
+                              f"this command has {value!r}; use --fresh to start over or another --output-dir")
 
 
 @dataclass
@@ -339,7 +378,7 @@ class TrainingState:
                 return cls(epochs_done=record["final_epoch"], stopping=record["stopping"])
             if files.weights().exists():  # not this trainer's (a download?): never overwrite it unasked
                 raise ConfigError(f"{files.weights()} exists without the training state {files.state.name} next to it; "
-                                  "use --fresh to overwrite it or another --out-dir")
+                                  "use --fresh to overwrite it or another --output-dir")
             return cls()
         saved = load_checkpoint(files.state, mmap=mmap)
         check_same_config(files.state, saved["config"], config, scaling, reg, seed)
@@ -718,8 +757,12 @@ def train_model(config, scaling, reg, seed, previous_reg, data, device, stop):
     run = ModelRun(config, scaling, reg, seed, train_params, device)
     state = TrainingState.read(config, scaling, reg, seed)
     if state.finished(config):  # earlier
-        if dist_rank() == 0:
-            print(f"{run.name}: already trained, {run.files.weights(state.epochs_done)}")
+        final = run.files.weights(state.epochs_done)
+        if dist_rank() == 0 and not final.exists():  # deleted since: the state holds the same weights
+            save_atomic(state.model, final)
+            print(f"{run.name}: already trained; {final} rewritten from {run.files.state.name}")
+        elif dist_rank() == 0:
+            print(f"{run.name}: already trained, {final}")
         return 0
     start, source = run.build(previous_reg, state)
     announce(run, start, source, state)
@@ -774,7 +817,12 @@ def main(argv=None):
     except (ConfigError, CheckpointError, DeviceError, RunFolderError) as err:
         fail(err)
     if dist_rank() == 0:
-        amp_advice(config.amp, device, PROG, AMP_GAIN)
+        given = given_values(args, Config)
+        replaced = [f.name for f in fields(Config) if f.name in PRESETS[args.preset] and f.name not in given]
+        if replaced:  # an edit of these in the Config block has no effect under the preset: say so
+            print(f"{PROG}: preset {args.preset} sets {', '.join(replaced)} in place of the Config block's values "
+                  "(edit PRESETS, or give flags, to change them)", flush=True)
+        amp_advice(config.amp, device, PROG, AMP_GAIN if full_size(config) else None)  # where the gain matters
     if config.fft and device.type == "cpu":
         reuse_freed_memory()  # the FFT's large temporaries: reused, not faulted in afresh every step
     if world > 1:

@@ -141,9 +141,9 @@ def test_a_tiny_fit_lowers_its_loss_and_writes_the_results(run_a):
         assert rows[-1]["loss"] < 0.6 * rows[0]["loss"]
         assert max(row["psnr"] for row in rows) > rows[0]["psnr"] + 2
     table = summary(run_a)
-    assert [(r["scaling"], r["kind"], r["reg"]) for r in table] == [
+    assert [(r["scaling"], r["kind"], r["reg"]) for r in table] == [  # the U-net summary's names of the references
         (s, kind, reg) for s in "12"
-        for kind, reg in (("ground_truth", ""), ("noisy", ""), ("best", "0"), ("final", "0"))]
+        for kind, reg in (("", "ground_truth"), ("", "noisy_input"), ("best", "0"), ("final", "0"))]
     truth, best, final = table[0], table[2], table[3]
     assert (float(truth["jump_ratio"]), float(truth["rise_width_px"]), truth["psnr"]) == (1.0, 0.8, "inf")
     assert int(truth["n_edges"]) >= 1 and truth["n_images"] == "1"

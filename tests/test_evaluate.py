@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -264,6 +265,8 @@ def bad_inputs(tmp_path):
         "zoom 0": ([*shipped, "--zoom", "0", "2"], "--zoom takes whole factors k >= 1, got 0 2"),
         "zoom not a number": ([*shipped, "--zoom", "1.5"], "argument --zoom: invalid int value: '1.5'"),
         "no zoom test images": ([*shipped, "--zoom", "--zoom-n-test", "0"], "--zoom-n-test must be at least 1, got 0"),
+        "zoom beyond the summary": ([*shipped, "--n-test", "10", "--zoom", "--zoom-n-test", "32"],
+                                    "--zoom-n-test 32 is more than the 10 test images of the summary; give at most 10"),
         "zoom without s = 1": (["--weights-dir", tmp_path / "s2_only", "--zoom"],
                                f"--zoom needs a model trained at s = 1, and {tmp_path / 's2_only'} has none"),
         "missing csv": (
@@ -284,7 +287,7 @@ def bad_inputs(tmp_path):
             quick,
             f"no weights in {tmp_path / 'empty'}: neither a config unet_circles.py wrote nor a file like "
             f"{tmp_path / 'empty'}/{model_files(preset_config('quick'), 1, 0.0).weights().name}; "
-            "make them with `python unet_circles.py --preset quick`",
+            f"make them with `python unet_circles.py --preset quick --output-dir {tmp_path / 'empty'}`",
         ),
         "paper offline": (
             ["--no-download", "--weights-dir", tmp_path / "empty"],
@@ -353,7 +356,7 @@ def test_a_run_with_other_flags_is_evaluated_from_its_folder_alone(tmp_path):
         "2",
         "--device",
         "cpu",
-        "--out-dir",
+        "--output-dir",
         str(run),
     ]
     threads = torch.get_num_threads()
@@ -365,14 +368,10 @@ def test_a_run_with_other_flags_is_evaluated_from_its_folder_alone(tmp_path):
     result = run_evaluator("--weights-dir", run, "--output-dir", tmp_path / "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = tmp_path / "out"
-    # The resolution figure needs s = 3, which this run lacks: skipped, and said so; the other is drawn.
-    assert (
-        "comparison_resolutions.png skipped: it needs s = 3, reg = 0.001, which the weights folder lacks"
-        in result.stdout
-    )
-    assert (out / "comparison_weight_decays.png").stat().st_size > 1000 and not (
-        out / "comparison_resolutions.png"
-    ).exists()
+    # Both figures from the models the run has: the resolution figure at s = 1, 2 (no s = 3 in this run).
+    assert "skipped" not in result.stdout
+    assert (out / "comparison_weight_decays.png").stat().st_size > 1000
+    assert (out / "comparison_resolutions.png").stat().st_size > 1000
     assert (
         "_n_epochs_3.pt" in result.stdout and "_n_epochs_2.pt" not in result.stdout
     )  # the final weights, not a checkpoint
@@ -509,7 +508,7 @@ def test_one_test_image_writes_every_output_and_each_interval_is_that_image_s_me
     out = tmp_path / "out"
     figures = ["comparison_resolutions.png", "comparison_weight_decays.png", "regularity.png", "training.png"]
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [*figures, "metrics.csv", "metrics_summary.csv", "arrays", "single"])
+        [*figures, "metrics.csv", "metrics_summary.csv", "models.csv", "arrays", "single"])
     assert all((out / name).stat().st_size > 1000 for name in figures)
     assert len(list((out / "arrays").iterdir())) == 5 * 3 and len(read_metrics(out / "metrics.csv")) == 5 * (3 + 6)
     summary = read_metrics(out / "metrics_summary.csv")
@@ -518,3 +517,139 @@ def test_one_test_image_writes_every_output_and_each_interval_is_that_image_s_me
     for row in summary:
         for name in SET_MEASURES:
             assert row[f"{name}_low"] == row[name] == row[f"{name}_high"], (row["scaling"], row["reg"], name)
+
+
+# ----------------------------------------------------------------------------------------------
+# What a user sees: each run's own outputs, checks before the first model, advice that fits the folder.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_each_evaluation_leaves_only_its_own_outputs_in_the_folder(tmp_path):
+    first = tiny_config(tmp_path)
+    write_run(first, all_models(first))
+    out = tmp_path / "out"
+    evaluate(first.out_dir, "quick", out, device="cpu", n_test=4, zoom_ks=(1, 2))
+    (out / "notes.txt").write_text("the user's own")  # not an output of the evaluator: it stays
+    second = dataclasses.replace(first, out_dir=str(tmp_path / "w2"))
+    write_run(second, [(1, 0.0), (1, 1e-2)])
+    evaluate(second.out_dir, "quick", out, device="cpu", n_test=4)
+    assert sorted(p.name for p in out.iterdir()) == ["arrays", "comparison_weight_decays.png", "metrics.csv",
+                                                     "metrics_summary.csv", "models.csv", "notes.txt", "regularity.png",
+                                                     "single"]
+    assert sorted(p.name for p in (out / "arrays").iterdir()) == [f"sample{i}_scaling1.npz" for i in range(5)]
+    assert len(list((out / "single").iterdir())) == 5 * 4 * 2  # noisy, truth and the two models, each with its cut
+    assert {row["reg"] for row in read_metrics(out / "metrics.csv")} == {"ground_truth", "0", "0.01"}
+
+
+def test_another_weights_folder_gets_a_results_folder_of_its_own_name(tmp_path):
+    from evaluate_unet import _default_output_dir
+
+    assert _default_output_dir("paper", None) == ROOT / "data/results/unet"
+    assert _default_output_dir("quick", None) == ROOT / "data/results/quick"
+    assert _default_output_dir("quick", ROOT / "data/weights/quick") == ROOT / "data/results/quick"
+    assert _default_output_dir("quick", tmp_path / "run7") == ROOT / "data/results/run7"
+    assert _default_output_dir("paper", ROOT / "data/weights/quick-long") == ROOT / "data/results/quick-long"
+
+
+def test_every_checkpoint_is_checked_before_the_first_model_runs(tmp_path):
+    config = tiny_config(tmp_path)
+    write_run(config, all_models(config))
+    last = weights_path(config, 3, 1e-3)  # the last model evaluated
+    last.write_bytes(last.read_bytes()[:3000])
+    result = run_evaluator("--weights-dir", config.out_dir, "--output-dir", tmp_path / "out", cwd=tmp_path)
+    assert result.returncode == 2 and f"checkpoint {last} is truncated or corrupt" in result.stderr
+    assert "images in" not in result.stdout and not (tmp_path / "out").exists()  # no model ran, nothing written
+
+
+def test_ctrl_c_is_one_line_and_exit_status_130(tmp_path):
+    config = tiny_config(tmp_path)
+    write_run(config, all_models(config))
+    command = [sys.executable, str(ROOT / "evaluate_unet.py"), "--weights-dir", config.out_dir, "--output-dir",
+               str(tmp_path / "out"), "--n-test", "2000", "--device", "cpu"]
+    run = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in run.stdout:
+        if "images in" in line:  # the first model is done, six more to go
+            run.send_signal(signal.SIGINT)
+            break
+    assert run.wait(timeout=60) == 130
+    assert run.stderr.read() == ("evaluate_unet.py: interrupted; rerun the command to evaluate (files it had begun "
+                                 "to write may be incomplete)\n")
+
+
+def test_a_folder_of_configs_without_weights_names_the_command_that_trains_them(tmp_path):
+    config = dataclasses.replace(preset_config("quick"), epochs=40, weight_decays={1: (0.0, 1e-3), 3: (0.0, 1e-3)},
+                                 out_dir=str(tmp_path / "long"))
+    write_run(config, all_models(config))
+    for s, reg in all_models(config):
+        weights_path(config, s, reg).unlink()  # as data/weights/quick-long ships: logs and configs only
+    result = run_evaluator("--weights-dir", config.out_dir, cwd=tmp_path)  # the paper preset, downloads allowed
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"evaluate_unet.py: error: none of the 4 models configured in {config.out_dir} has its final weights "
+        "(training not finished, or the .pt files deleted or not shipped); train them with `python unet_circles.py "
+        f"--preset quick --epochs 40 --scalings 1 3 --weight-decays 0.0 0.001 --output-dir {config.out_dir}`\n")
+
+
+def test_the_comparison_figures_are_drawn_from_the_models_the_folder_has():
+    from evaluate_unet import _figure_models
+
+    paper = _figure_models(FIGURE_MODELS)
+    assert paper == {
+        "comparison_weight_decays": ("U-net outputs for different weight decays (s = 1)", FIGURE_MODELS[:4]),
+        "comparison_resolutions": ("U-net outputs at different resolutions (reg = 0.001)",
+                                   [(1, 1e-3), (2, 1e-3), (3, 1e-3)])}
+    own = _figure_models([(s, reg) for s in (1, 2, 3) for reg in (0.0, 1e-2)])  # --weight-decays 0 1e-2
+    assert own["comparison_weight_decays"][1] == [(1, 0.0), (1, 1e-2)]
+    assert own["comparison_resolutions"] == ("U-net outputs at different resolutions (reg = 0)",
+                                             [(1, 0.0), (2, 0.0), (3, 0.0)])
+    lone = _figure_models([(1, 0.0), (2, 1e-2)])
+    assert lone == {"comparison_weight_decays": (None, "it needs two models at s = 1 or more"),
+                    "comparison_resolutions": (None, "it needs one reg trained at every s, at two s or more")}
+
+
+def test_zoom_alone_takes_its_factors_from_the_networks_size_and_names_the_trained_models(tmp_path, monkeypatch):
+    from evaluate_unet import ZOOM_AUTO, ZOOM_KS
+    from utils import plotting
+
+    drawn = {}
+    monkeypatch.setattr(plotting, "zoom_figure", lambda path, rows, cuts, cut_rows, title, caption: drawn.update(
+        title=title, caption=caption))
+    config = tiny_config(tmp_path)
+    write_run(config, [(1, 0.0), (2, 0.0)])
+    evaluate(config.out_dir, "paper", tmp_path / "out", device="cpu", n_test=5, zoom_ks=ZOOM_AUTO)  # not --preset quick
+    table = read_metrics(tmp_path / "out" / "zoom" / "zoom.csv")
+    assert sorted({int(r["k"]) for r in table}) == list(ZOOM_KS["quick"])  # a small network: the quick factors
+    assert "(5 test images;" in drawn["title"] and "the first 256" not in drawn["caption"]
+    assert "trained at s = k (squares):\n  s = 2, reg = 0: size_orig_16_scaling_2_weight_decay_0.0" in drawn["caption"]
+
+
+def test_help_shows_the_named_presets_folders(capsys):
+    for preset, weights, results in (("quick", "data/weights/quick", "data/results/quick"),
+                                     ("paper", "data/weights/paper", "data/results/unet")):
+        with pytest.raises(SystemExit):
+            main(["--preset", preset, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert f"[{preset}: {weights}," in text and f"[{preset}: {results};" in text
+        assert f"[values shown: preset {preset};" in text
+
+
+def test_the_bfloat16_note_is_for_the_papers_networks_only(tmp_path, monkeypatch, capsys):
+    import utils.device
+
+    monkeypatch.setattr(utils.device, "native_bf16", lambda device: True)  # as on an AVX512-BF16 CPU
+    config = tiny_config(tmp_path)
+    write_run(config, [(1, 0.0)])
+    assert main(["--weights-dir", config.out_dir, "--output-dir", str(tmp_path / "o"), "--n-test", "-5"]) == 2
+    assert main(["--weights-dir", config.out_dir, "--output-dir", str(tmp_path / "o"), "--n-test", "2"]) == 0
+    assert "native bfloat16" not in capsys.readouterr().out  # the note (the folder's path may hold the word)
+
+
+def test_an_http_error_from_zenodo_says_what_to_check(tmp_path):
+    (tmp_path / "w").mkdir()
+    with FakeZenodo({}) as server:
+        status, stderr = run_script("--weights-dir", tmp_path / "w", "--output-dir", tmp_path / "out",
+                                    "--zenodo-url", f"{server.url}/wrong", cwd=tmp_path)
+    assert status == 1 and len(stderr.strip().splitlines()) == 1
+    assert stderr.startswith(f"evaluate_unet.py: Zenodo answered {server.url}/wrong/api/records/7784039 with HTTP 404")
+    assert "; check --zenodo-url (or $ZENODO_URL; default https://zenodo.org), or put " in stderr

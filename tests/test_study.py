@@ -225,3 +225,15 @@ def test_the_evaluator_pools_the_seeds_and_lists_every_model(s1_run, tmp_path):
         ("1", "scratch", "0", "3", "epochs"), ("1", "scratch", "1", "3", "epochs"), ("2", "zoom", "0", "1", "epochs"),
         ("2", "zoom", "1", "1", "epochs")]
     assert (tmp_path / "all" / "convergence.png").stat().st_size > 10_000
+
+
+def test_the_psnr_gain_over_the_input_is_paired_image_by_image():
+    truths = np.zeros((3, 16, 16))
+    truths[:, 4:12, 5:11] = 0.7
+    truths[1, 4:12, 5:11] = 0.4  # another contrast: another PSNR, the same gain
+    inputs, outputs = truths + 0.1, truths + 0.05  # half the error: a quarter of the squared error
+    row = set_summary(np.stack([outputs, outputs]), truths, 1, inputs=inputs)
+    assert row["psnr_interior_gain"] == pytest.approx(10 * np.log10(4))
+    assert row["psnr_interior_gain_low"] == pytest.approx(row["psnr_interior_gain_high"])
+    assert row["offset_flat"] == pytest.approx(0.05) and row["mse_band"] == pytest.approx(0.05**2)
+    assert "psnr_interior_gain" not in set_summary(outputs, truths, 1)

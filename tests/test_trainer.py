@@ -102,6 +102,20 @@ def test_defaults_then_preset_then_flags():
     }
     assert config_of("--scalings", "2").weight_decays == {2: (1e-3, 1e-2, 1e-1, 0.0)}
     assert config_of("--amp").amp and not config_of("--amp", "--no-amp").amp
+    assert config_of("--output-dir", "a").out_dir == "a" and config_of("--out-dir", "b").out_dir == "b"  # an alias
+
+
+def test_a_preset_says_which_values_of_the_config_block_it_replaces(tmp_path, capsys, monkeypatch):
+    import utils.device
+
+    monkeypatch.setattr(utils.device, "native_bf16", lambda device: True)  # as on an AVX512-BF16 CPU
+    main(["--preset", "quick", *TINY, "--epochs", "1", "--no-fft", "--output-dir", str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("unet_circles.py: preset quick sets lr, lr_schedule, bn_recalibration, channels_last in place "
+                        "of the Config block's values (edit PRESETS, or give flags, to change them)")
+    assert not any("bfloat16" in line for line in lines)  # the gain of --amp: said for the paper's networks only
+    main([*TINY, "--epochs", "1", "--output-dir", str(tmp_path / "paper")])
+    assert "in place of the Config block" not in capsys.readouterr().out  # the paper preset replaces nothing
 
 
 def test_a_run_learns_and_writes_the_authors_files(run_a):
@@ -153,6 +167,17 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(run_a, tmp_
     assert log(tmp_path) == [dict(row, seconds=new["seconds"], images_per_s=new["images_per_s"])
                              for row, new in zip(log(run_a), log(tmp_path), strict=True)]
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]  # no half-written files
+
+
+def test_deleted_final_weights_are_rewritten_from_the_training_state(run_a, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(run_a, out)
+    final = model_files(config_of(*TINY, "--output-dir", str(out)), 1, 0.0).weights()
+    final.unlink()  # as the evaluator's advice for a corrupt file says: delete it, then rerun the trainer
+    main([*TINY, "--output-dir", str(out)])
+    assert f"s=1 reg=0.0: already trained; {final} rewritten from" in capsys.readouterr().out
+    assert_same(load_checkpoint(final), final_weights(run_a))
+    assert [row["epoch"] for row in log(out)] == [1, 2, 3]  # nothing trained again
 
 
 def test_a_truncated_checkpoint_is_named_not_loaded(run_a, tmp_path, capsys):

@@ -30,11 +30,12 @@ def field_help(config_class):
     return dict(re.findall(r"^\s+(\w+): .*?  # (.*?)(?:  # noqa.*)?$", source, flags=re.MULTILINE))
 
 
-def add_config_flags(parser, config_class, shown, label, special=None):
+def add_config_flags(parser, config_class, shown, label, special=None, names=None):
     """--field-name for every field, help from its comment and the value `shown` (the preset `label`'s) has.
 
     special: field name -> (argparse keyword arguments, how --help shows the value) for fields that a
-    plain type cannot parse.
+    plain type cannot parse. names: field name -> its flags, the first the one --help shows (e.g. a name
+    the other scripts share, then the field's own as an alias).
     """
     helps = field_help(config_class)
     for f in fields(config_class):
@@ -51,7 +52,8 @@ def add_config_flags(parser, config_class, shown, label, special=None):
                 kwargs = dict(type=f.type)
         value = " ".join(map(str, value)) if isinstance(value, tuple) else value
         help_text = f"{helps[f.name]} [{label}: {value}]".replace("%", "%%")
-        parser.add_argument("--" + f.name.replace("_", "-"), default=argparse.SUPPRESS, help=help_text, **kwargs)
+        flags = (names or {}).get(f.name, ("--" + f.name.replace("_", "-"),))
+        parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, help=help_text, **kwargs)
 
 
 def named_preset(argv, presets):

@@ -200,7 +200,7 @@ def error_split(output, truth, scaling):
                 offset_flat=float(np.mean(flat)) if len(flat) else math.nan)
 
 
-def set_summary(outputs, truths, scaling, seed=0, row_block=None):
+def set_summary(outputs, truths, scaling, seed=0, row_block=None, inputs=None):
     """One row of metrics_summary.csv for outputs (n, H, W) against truths (n, H, W) at resolution factor s.
 
     Edge measures are pooled over every edge of every image; PSNR, SSIM and the error split (error_split)
@@ -209,11 +209,15 @@ def set_summary(outputs, truths, scaling, seed=0, row_block=None):
     runs as well as the images (median_interval's runs), and NAME_seeds lists each run's own median.
     row_block: the bootstrap resamples the edges of each block of this many rows of an image together,
     instead of whole images (for a single image, whose intervals would otherwise be one point).
+    inputs (n, H, W): the noisy inputs the outputs were made from; then psnr_interior_gain, per image the
+    output's interior PSNR minus its input's: a paired comparison, free of how much the images differ.
     """
     outputs = np.asarray(outputs)
+    gain = ("psnr_interior_gain",) if inputs is not None else ()
+    measures = (*SET_MEASURES, *gain)
     pooled = outputs.ndim == 4
     per_edge = {"jump_ratio": [], "rise_width_px": [], "image": [], "run": []}
-    per_image = {name: [] for name in (*IMAGE_MEASURES, "image", "run")}
+    per_image = {name: [] for name in (*IMAGE_MEASURES, *gain, "image", "run")}
     for run, run_outputs in enumerate(outputs if pooled else outputs[None]):
         for i, (output, truth) in enumerate(zip(run_outputs, truths, strict=True)):
             width, ratio = edge_measures(output, truth, scaling)
@@ -229,11 +233,14 @@ def set_summary(outputs, truths, scaling, seed=0, row_block=None):
             per_image["run"].append(run)
             for name, value in _image_measures(output, truth, scaling).items():
                 per_image[name].append(value)
+            if gain:  # nan - nan where the truth is constant
+                before = psnr(interior(inputs[i], scaling), interior(truth, scaling), np.ptp(truth) or 1.0)
+                per_image["psnr_interior_gain"].append(per_image["psnr_interior"][-1] - before)
     edges = {name: np.concatenate(values) for name, values in per_edge.items()}
     edges["rise_width_phys"] = edges["rise_width_px"] / np.shape(truths)[-1]  # in units of the image width
     images = {name: np.asarray(values) for name, values in per_image.items()}
     row = dict(n_images=len(truths), n_edges=len(edges["image"]) // (len(outputs) if pooled else 1))
-    for name in SET_MEASURES:
+    for name in measures:
         table = edges if name in edges else images
         values, groups, runs = table[name], table["image"], table["run"]
         row[name], row[f"{name}_low"], row[f"{name}_high"] = median_interval(values, groups, seed, runs=runs)

@@ -4,14 +4,18 @@ Images are drawn over the physical square [0, 1]^2 and cuts against the physical
 each pixel's centre, so images at different resolutions line up.
 """
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .metrics import GROUND_TRUTH, NOISY_INPUT  # noqa: E402
 
+CAPTION_CHAR = 0.6 * 6 / 72  # inches: the width of a character of the 6 pt monospace caption (0.6 em)
 CUT_STYLE = dict(marker=".", linestyle="none", markersize=2, color="tab:blue")  # the paper plots cuts as dots
 TRUTH_STYLE = dict(color="0.6", linewidth=0.8)  # the ground truth beneath a cut
 
@@ -141,9 +145,9 @@ def _interval_line(ax, points, key, label, style):
     """A line through the medians with their intervals as error bars; nothing (and no legend entry) without points."""
     points = [(x, row) for x, row in points if row is not None]
     finite = [(x, row) for x, row in points if np.isfinite(row[key])]
-    if len(finite) < len(points):
-        ax.text(0.02, 0.02, "some medians missing: the rise never completes in the row", transform=ax.transAxes,
-                fontsize=7, color="gray")
+    if len(finite) < len(points):  # said above the axes, where no line runs
+        ax.set_title("some medians missing: the rise never completes in the row", fontsize=7, color="gray",
+                     loc="left")
     if not finite:
         return
     x = [p for p, _ in finite]
@@ -174,20 +178,25 @@ def training_figure(path, logs, title, caption):
     panels = [("test_loss", "test loss (MSE)"), ("jump_ratio", "median jump ratio, test set"),
               ("rise_width_px", "median rise width, test set (image widths)"),
               ("weight_norm2", "squared L2 norm of the weights")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(17, 3.8))
+    fig, axes = plt.subplots(1, len(panels), figsize=(17, 3.8), sharex=True)  # a panel without points too
     for label, (rows, size) in logs.items():
         epochs = [int(r["epoch"]) for r in rows]
         for ax, (key, _) in zip(axes, panels, strict=True):
             if key in rows[0]:  # logs of older runs lack weight_norm2
                 scale = size if key == "rise_width_px" else 1
                 ax.plot(epochs, [float(r[key]) / scale for r in rows], marker=".", label=label)
+    for ax in axes:
+        if not any(np.isfinite(line.get_ydata()).any() for line in ax.get_lines()):
+            ax.set_title("no points: every median is infinite or undefined", fontsize=7, color="gray", loc="left")
     axes[0].set_yscale("log")
     axes[1].set_ylim(0, 1)
     axes[3].set_yscale("log")
     for ax, (_, label) in zip(axes, panels, strict=True):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))  # whole epochs, also for 2
         _finish(ax, label)
-    _save(fig, path, title, caption, left=0.8, right=0.2, bottom=0.55, wspace=0.35)
+    # left: room for a log axis's widest labels (6 x 10^-1, as a short run's test loss has) and its y label
+    _save(fig, path, title, caption, left=1.0, right=0.2, bottom=0.55, wspace=0.35)
 
 
 def psnr_figure(path, panels, title, caption):
@@ -219,9 +228,13 @@ def psnr_figure(path, panels, title, caption):
 def _save(fig, path, title, caption, left, right, bottom, **spacing):
     """Title on top, the caption (which weights made the figure) in small print below, margins in inches, save.
 
-    Fixed margins instead of tight_layout, which took seconds on the 50 axes of a comparison figure.
+    Fixed margins instead of tight_layout, which took seconds on the 50 axes of a comparison figure. Caption
+    lines longer than the figure is wide are wrapped, the rest indented.
     """
     width, height = fig.get_size_inches()
+    columns = int((0.98 * width - 0.05) / CAPTION_CHAR)
+    caption = "\n".join(wrapped for line in caption.split("\n")
+                         for wrapped in textwrap.wrap(line, columns, subsequent_indent="    ") or [""])
     caption_height = (caption.count("\n") + 1) * 0.11  # inches: 6 pt lines
     fig.set_figheight(height + caption_height + 0.9)
     height = fig.get_figheight()

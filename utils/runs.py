@@ -159,8 +159,8 @@ def find_models(folder, preset_values, preset_name):
         if model.files.weights().is_file():
             found.append(model)
         else:
-            notes.append(f"{model.label}: no final weights {model.files.weights().name} (training not finished?); "
-                         "left out")
+            notes.append(f"{model.label}: no final weights {model.files.weights().name} (training not finished, or "
+                         "the file deleted or not shipped); left out")
     for scaling, regs in sorted(preset_values["weight_decays"].items()):
         for reg in regs:
             model = Model.from_values(folder, dict(preset_values, scaling=scaling, reg=reg), f"preset {preset_name}")

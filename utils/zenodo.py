@@ -39,6 +39,10 @@ class ZenodoUnreachable(ZenodoError):
     """The server did not answer, or the connection broke off (a rerun resumes)."""
 
 
+class ZenodoAnswered(ZenodoError):
+    """The server answered with an HTTP error, or a record without the file: a wrong address or record."""
+
+
 @dataclass
 class RecordFile:
     name: str
@@ -64,7 +68,7 @@ def record_files(base_url=ZENODO_URL, record=RECORD):
             files[entry["key"]] = RecordFile(entry["key"], int(entry["size"]), digest, link)
         return files
     except urllib.error.HTTPError as err:
-        raise ZenodoError(f"Zenodo answered {url} with HTTP {err.code} {err.reason}") from None
+        raise ZenodoAnswered(f"Zenodo answered {url} with HTTP {err.code} {err.reason}") from None
     except (urllib.error.URLError, HTTPException, OSError) as err:
         raise ZenodoUnreachable(f"cannot reach Zenodo at {base_url} ({_reason(err)})") from None
     except (ValueError, KeyError, TypeError) as err:
@@ -76,7 +80,7 @@ def fetch(names, dest_dir, base_url=ZENODO_URL):
     files = record_files(base_url)
     absent = [name for name in names if name not in files]
     if absent:
-        raise ZenodoError(f"Zenodo record {RECORD} at {base_url} has no file {absent[0]}")
+        raise ZenodoAnswered(f"Zenodo record {RECORD} at {base_url} has no file {absent[0]}")
     return [download(files[name], dest_dir) for name in names]
 
 
@@ -127,7 +131,7 @@ def _download_wget(wget, entry, part):
     if result.returncode != 0:
         reasons = {4: "network failure", 5: "TLS failure", 8: "the server answered with an error"}
         reason = reasons.get(result.returncode, f"wget exit status {result.returncode}")
-        error = ZenodoError if result.returncode == 8 else ZenodoUnreachable
+        error = ZenodoAnswered if result.returncode == 8 else ZenodoUnreachable
         raise error(f"downloading {entry.url} failed ({reason}); a rerun resumes it")
 
 
@@ -168,7 +172,7 @@ def _urllib_connection(entry, part):
                     received += len(chunk)
                     bar.update(len(chunk))
     except urllib.error.HTTPError as err:
-        raise ZenodoError(f"downloading {entry.url} failed (HTTP {err.code} {err.reason})") from None
+        raise ZenodoAnswered(f"downloading {entry.url} failed (HTTP {err.code} {err.reason})") from None
     except (urllib.error.URLError, HTTPException, OSError) as err:
         raise ZenodoUnreachable(f"downloading {entry.url} failed ({_reason(err)}); a rerun resumes it") from None
     return announced, received, have + received
