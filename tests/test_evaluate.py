@@ -491,3 +491,29 @@ def test_zoom_writes_the_zoomed_and_the_trained_models_side_by_side(tmp_path):
     assert sorted(arrays.files) == ["ground_truth", "noisy", "recon_reg0"]
     assert all(arrays[name].shape == (48, 48) for name in arrays.files)
     assert (out / "zoom" / "zoom.png").stat().st_size > 1000 and len(rows) == 6
+
+
+def test_one_test_image_writes_every_output_and_each_interval_is_that_image_s_median(tmp_path):
+    from unet_circles import LOG_COLUMNS, TrainingState
+    from utils.metrics import SET_MEASURES
+
+    config = tiny_config(tmp_path)
+    write_run(config, all_models(config))
+    # A two-epoch log beside one model, as the trainer writes it, for training.png.
+    history = [{**dict.fromkeys(LOG_COLUMNS, 0.5), "epoch": epoch, "test_loss": 0.02 / epoch} for epoch in (1, 2)]
+    TrainingState(history=history).write_log(model_files(config, 1, 0.0).log)
+    result = run_evaluator("--weights-dir", config.out_dir, "--output-dir", tmp_path / "out", "--n-test", 1,
+                           cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    figures = ["comparison_resolutions.png", "comparison_weight_decays.png", "regularity.png", "training.png"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*figures, "metrics.csv", "metrics_summary.csv", "arrays", "single"])
+    assert all((out / name).stat().st_size > 1000 for name in figures)
+    assert len(list((out / "arrays").iterdir())) == 5 * 3 and len(read_metrics(out / "metrics.csv")) == 5 * (3 + 6)
+    summary = read_metrics(out / "metrics_summary.csv")
+    assert len(summary) == 3 * 2 + 6 and {row["n_images"] for row in summary} == {"1"}
+    # Every resample of one image is that image: each interval is the point at its median.
+    for row in summary:
+        for name in SET_MEASURES:
+            assert row[f"{name}_low"] == row[name] == row[f"{name}_high"], (row["scaling"], row["reg"], name)

@@ -115,6 +115,26 @@ def test_resampling_whole_images_widens_the_interval_of_values_that_share_an_ima
     assert group_high - group_low > 4 * (high - low)
 
 
+def test_one_image_gives_a_point_interval_at_its_median_and_two_images_the_hand_counted_one():
+    # Every resample of a single image is that image: the interval is its median, for an even count too.
+    assert metrics.median_interval([1.0, 2.0], groups=[0, 0]) == (1.5, 1.5, 1.5)
+    assert metrics.median_interval([1.0, 2.0, 4.0], groups=[0, 0, 0]) == (2.0, 2.0, 2.0)
+    # Images {1, 2} and {3, 10}: a resample is image 0 twice (median 1.5) or image 1 twice (6.5), each with
+    # probability 1/4, or both (2.5, the median of the whole set).
+    assert metrics.median_interval([1.0, 2.0, 3.0, 10.0], groups=[0, 0, 1, 1]) == (2.5, 1.5, 6.5)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 7, 10, 11, 40])
+def test_the_interval_brackets_the_median_for_even_and_odd_counts_at_every_seed(n):
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        values = np.round(rng.normal(size=n), 1)  # ties, as the rise widths of sharp edges have
+        values[rng.random(n) < 0.2] = math.inf  # rises that never complete
+        groups = rng.integers(0, rng.integers(1, n + 1), size=n)  # one image up to one per value
+        median, low, high = metrics.median_interval(values, groups, seed=seed)
+        assert median == np.median(values) and low <= median <= high, (seed, values, groups)
+
+
 def test_undefined_values_are_left_out_and_inf_counts_as_largest():
     assert metrics.median_interval([1.0, 2.0, math.nan, 3.0])[0] == 2.0
     assert metrics.median_interval([1.0, math.inf, math.inf])[0] == math.inf

@@ -148,10 +148,21 @@ def median_interval(values, groups=None, seed=0, n_boot=N_BOOT):
     medians = np.empty(n_boot)
     for rows in np.array_split(np.arange(n_boot), max(1, n_boot * len(values) // 2**24)):  # chunks of ~64 MB
         weights = counts[rows].astype(np.float32) @ before  # (rows, n_values): resampled values up to each one
-        # The (lower) median of each resample: the first sorted value at which half the weight is reached.
-        medians[rows] = values[np.argmax(2 * weights >= weights[:, -1:], axis=1)]
+        medians[rows] = _sorted_median(values, weights)
     low, high = np.quantile(medians, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], method="inverted_cdf")
-    return float(np.median(values)), float(low), float(high)
+    # The estimate by the same rule, as the resample that takes every value once.
+    median = _sorted_median(values, np.arange(1, len(values) + 1, dtype=np.float32)[None])[0]
+    return float(median), float(low), float(high)
+
+
+def _sorted_median(values, weights):
+    """Per row of weights (rows, n_values), the median of the sorted values each taken as often as its count:
+    weights holds the counts up to and including each value. The mean of the two middle values, the middle one
+    for an odd total (np.median's rule); an inf among them gives inf."""
+    total = weights[:, -1:]
+    lower = values[np.argmax(2 * weights >= total, axis=1)]  # the first value at which half the total is reached
+    upper = values[np.argmax(2 * weights > total, axis=1)]  # the first past half: the same one for an odd total
+    return (lower + upper) / 2
 
 
 def set_summary(outputs, truths, scaling, seed=0, row_block=None):
