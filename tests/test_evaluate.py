@@ -653,3 +653,27 @@ def test_an_http_error_from_zenodo_says_what_to_check(tmp_path):
     assert status == 1 and len(stderr.strip().splitlines()) == 1
     assert stderr.startswith(f"evaluate_unet.py: Zenodo answered {server.url}/wrong/api/records/7784039 with HTTP 404")
     assert "; check --zenodo-url (or $ZENODO_URL; default https://zenodo.org), or put " in stderr
+
+
+def test_the_final_weights_are_evaluated_never_an_earlier_checkpoint(tmp_path):
+    """A run folder keeps a checkpoint every few epochs: the evaluator takes the final epoch's weights even where a
+    checkpoint is newer, and leaves out a model that stopped before its final epoch."""
+    config = dataclasses.replace(tiny_config(tmp_path), epochs=3)
+    write_run(config, [(1, 0.0), (1, 1e-3)])
+    model_files(config, 1, 0.0).weights().unlink()  # stopped after its epoch-2 checkpoint
+    for k, reg in enumerate((0.0, 1e-3)):
+        checkpoint = model_files(config, 1, reg).weights(2)
+        checkpoint.write_bytes(state_bytes(config, 1, seed=10 + k))
+        later = model_files(config, 1, reg).config.stat().st_mtime + 60
+        os.utime(checkpoint, (later, later))  # the newest file of its model
+    result = run_evaluator("--weights-dir", config.out_dir, "--output-dir", tmp_path / "out", "--n-test", 4,
+                           cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "s = 1, reg = 0: no final weights size_orig_16_scaling_1_weight_decay_0.0_n_epochs_3.pt" in result.stdout
+    assert {row["reg"] for row in read_metrics(tmp_path / "out" / "metrics.csv")} == {"ground_truth", "0.001"}
+    arrays = np.load(tmp_path / "out" / "arrays" / "sample0_scaling1.npz")
+    final = UNet(1, config.width, config.depth).eval()
+    final.load_state_dict(torch.load(model_files(config, 1, 1e-3).weights(), weights_only=True))
+    with torch.inference_mode():
+        expected = final(torch.as_tensor(arrays["noisy"])[None, None])[0, 0].numpy()
+    assert np.allclose(arrays["recon_reg0.001"], expected, atol=1e-5)

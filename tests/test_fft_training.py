@@ -112,6 +112,25 @@ def test_checkpoints_load_into_the_plain_unet_and_bfloat16_goes_direct():
         assert relative(low.float(), plain(x)) < 0.1
 
 
+@pytest.mark.parametrize("scaling", [2, 3])
+def test_a_bfloat16_training_step_divides_by_s_squared_as_the_plain_network_does(scaling):
+    """Under autocast (--amp) the FFT layers take the direct convolution: the step must still divide by s^2.
+    Training-mode BatchNorm normalises a wrong scale away in the output, not in its running statistics."""
+    torch.manual_seed(scaling)
+    plain = UNet(scaling=scaling, width=4, depth=1)
+    fft = fft_for_training(copy.deepcopy(plain))
+    x, target = torch.rand(3, 1, 16 * scaling, 16 * scaling), torch.rand(3, 1, 16 * scaling, 16 * scaling)
+    before = [b.clone() for n, b in plain.named_buffers() if "running" in n]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, grads, stats = trained_bits(plain, x, target)
+        fft_out, fft_grads, fft_stats = trained_bits(fft, x, target)
+    assert out.dtype == fft_out.dtype == torch.bfloat16 and relative(fft_out.float(), out.float()) < 1e-2
+    for a, b in zip(fft_grads, grads, strict=True):
+        assert relative(a, b) < 1e-2
+    for a, b, start in zip(fft_stats, stats, before, strict=True):  # moved by 0.1 x (the batch's mean, variance - 1)
+        assert relative(a - start, b - start) < 1e-2
+
+
 def test_malloc_setting_applies_on_linux_and_is_skipped_without_glibc(monkeypatch):
     if sys.platform.startswith("linux"):
         assert reuse_freed_memory() is True

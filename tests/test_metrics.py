@@ -35,6 +35,15 @@ def test_linear_ramp_over_4_pixels_has_width_3_2_and_ratio_0_25():
     assert ratio == pytest.approx([0.25])
 
 
+@pytest.mark.parametrize("before, after", [(0.0, 1.0), (1.0, 0.0)])
+def test_the_jump_ratio_counts_steps_in_the_jump_s_direction_only(before, after):
+    truth = step_row(before=before, after=after)  # the jump between pixels 9 and 10; the window is pixels 6 to 13
+    u = np.zeros(20)
+    u[9:] = [0.3, 0.6, 0.8, 1.0, 0.1, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # a ramp from pixel 8 to 12, a dip of 0.9 at 13
+    _, ratio = metrics.edge_measures(before + (after - before) * u[None], truth, scaling=1)
+    assert ratio == pytest.approx([0.3])  # the largest step with the jump; the dip's 0.9 goes the other way
+
+
 def test_crossing_nearest_the_jump_counts_and_an_incomplete_rise_is_infinite():
     truth = step_row()
     output = truth.copy()
@@ -115,6 +124,18 @@ def test_resampling_whole_images_widens_the_interval_of_values_that_share_an_ima
     assert group_high - group_low > 4 * (high - low)
 
 
+def test_the_interval_is_the_95_percent_one_of_the_median_s_exact_bootstrap_distribution():
+    # Resampling 401 distinct values, the median is the k-th smallest (from 0) when at least 201 draws are
+    # among the k + 1 smallest and fewer among the k: P(median <= k) = P(Binomial(401, (k + 1) / 401) >= 201).
+    from scipy.stats import binom
+
+    k = np.arange(401)
+    below = binom.sf(200, 401, (k + 1) / 401)
+    low, high = np.argmax(below >= 0.025), np.argmax(below >= 0.975)  # 180 and 220; a 90% interval: 184 and 216
+    _, got_low, got_high = metrics.median_interval(k.astype(float), n_boot=20_000)
+    assert abs(got_low - low) <= 1 and abs(got_high - high) <= 1
+
+
 def test_one_image_gives_a_point_interval_at_its_median_and_two_images_the_hand_counted_one():
     # Every resample of a single image is that image: the interval is its median, for an even count too.
     assert metrics.median_interval([1.0, 2.0], groups=[0, 0]) == (1.5, 1.5, 1.5)
@@ -138,6 +159,28 @@ def test_the_interval_brackets_the_median_for_even_and_odd_counts_at_every_seed(
 def test_undefined_values_are_left_out_and_inf_counts_as_largest():
     assert metrics.median_interval([1.0, 2.0, math.nan, 3.0])[0] == 2.0
     assert metrics.median_interval([1.0, math.inf, math.inf])[0] == math.inf
+
+
+def test_psnr_and_ssim_take_the_truth_s_value_range_not_the_output_s():
+    truth = np.zeros((16, 16))
+    truth[:, 8:] = 2.0  # range 2
+    output = 0.9 * truth + 0.1  # range 1.8, every pixel 0.1 off: MSE 0.01
+    assert metrics.psnr(output, truth) == pytest.approx(10 * math.log10(2.0**2 / 0.01))
+    assert metrics.ssim(output, truth) == metrics.ssim(output, truth, data_range=2.0)
+
+
+def test_the_set_summary_resamples_whole_images():
+    """Three images whose edges are all alike within each: a ratio of 1, 1/2 and 1/4 (a step, a ramp of 2 and of 4
+    steps). Resampling images, a resample is all third image with probability 1/27 and has at least two of
+    them with 7/27, so the 95% interval runs from 1/4 to 1; resampling the 96 edges one by one, the median
+    would be 1/2 in nearly every resample."""
+    truth = np.zeros((32, 32))
+    truth[:, 16:] = 1.0  # one edge per row
+    outputs = [sum(np.roll(truth, shift, axis=1) for shift in range(steps)) / steps for steps in (1, 2, 4)]
+    row = metrics.set_summary(np.stack(outputs), np.stack([truth] * 3), 1)
+    assert row["n_edges"] == 96
+    assert (row["jump_ratio"], row["jump_ratio_low"], row["jump_ratio_high"]) == pytest.approx((0.5, 0.25, 1.0))
+    assert (row["rise_width_px"], row["rise_width_px_low"], row["rise_width_px_high"]) == pytest.approx((1.6, 0.8, 3.2))
 
 
 @pytest.mark.parametrize("s", [1, 2, 3])
