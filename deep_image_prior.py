@@ -44,7 +44,7 @@ from utils.weights import CheckpointError, load_checkpoint, save_atomic
 
 
 # ----------------------------------------------------------------------------------------------
-# Hyperparameters: the paper preset (the DIP reference's values where PAPER.md gives them; the
+# Hyperparameters: the paper preset (the DIP reference's values where docs/paper.md gives them; the
 # resolutions, weight decays and kernel scaling the authors used for DIP are unknown, so those are
 # this project's choices). Edit here, pick a preset, or override with --flags.
 # ----------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from utils.runs import RunFolderError, checkpoint_name, configured_models, find_
 from utils.weights import CheckpointError, load_state_dict, read_weights
 
 # ----------------------------------------------------------------------------------------------
-# Evaluation settings: the paper's (PAPER.md, "Evaluation").
+# Evaluation settings: the paper's (docs/paper.md, "Evaluation and the figures").
 # ----------------------------------------------------------------------------------------------
 TEST_SAMPLES = (597, 1675, 982, 545, 1923)  # indices into the test split, in the paper's order
 CUT_ROWS = (10, 20, 65, 122, 55)  # each sample's cut row at s = 1 in a CUT_BASE px image

@@ -88,7 +88,7 @@ class Config:
 
 
 PRESETS = {
-    "paper": {},  # PAPER.md's values, as above
+    "paper": {},  # the authors' values (docs/paper.md), as above
     "quick": dict(  # the paper's method scaled down to run on a laptop CPU; see README, "The quick preset"
         size_orig=32,
         samples=2_000,

@@ -293,7 +293,8 @@ def bench_paper_evaluation(device, amp_ok):
 
 
 def projected_paper_sweep(device, reps):
-    """Hours for PAPER.md's whole training table (epochs x samples per model, the Config block's), at its batch size."""
+    """Hours for the authors' whole training table (docs/paper.md; epochs x samples per model, the Config block's),
+    at its batch size."""
     images = {s: PAPER.epochs * PAPER.samples * len(regs) for s, regs in PAPER_WEIGHT_DECAYS.items()}
     rows = []
     for name, channels_last, amp, _ in training_modes(device, False):

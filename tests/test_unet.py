@@ -13,7 +13,7 @@ from utils.circles import noisy_pairs, sample_circles
 from utils.runs import checkpoint_name
 from utils.weights import CheckpointError, load_state_dict, save_atomic
 
-# PAPER.md counts every element of the state dict, BatchNorm running statistics included.
+# docs/paper.md counts every element of the state dict, BatchNorm running statistics included.
 PAPER_COUNTS = {1: 17_277_395, 2: 69_043_187, 3: 155_319_507}
 BN_BUFFERS = 2 * 4416 + 18  # running mean and var of 4,416 BatchNorm channels, 18 num_batches_tracked
 
@@ -43,7 +43,7 @@ def assert_depends_on_input(out, rtol, atol):
 
 
 def paper_layout(s):
-    """The authors' 130 keys and shapes at scaling s, written out from PAPER.md's description."""
+    """The authors' 130 keys and shapes at scaling s, written out from docs/paper.md's description."""
     k = 3 * s
     blocks = [("inc", 1, 64, 64)]
     blocks += [(f"down{i}.maxpool_conv.1", cin, cout, cout) for i, (cin, cout) in
@@ -76,7 +76,7 @@ def test_state_dict_has_the_authors_keys_shapes_and_counts(s):
 
 
 def reference_forward(model, x):
-    """PAPER.md's forward written with torch.nn.functional alone, reading the model's tensors."""
+    """docs/paper.md's forward written with torch.nn.functional alone, reading the model's tensors."""
     s = model.scaling
     state = model.state_dict()
 
