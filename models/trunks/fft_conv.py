@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .fft_train import fft_conv2d_train
 
 # (kernel size, smallest output size, tile): where the FFT measured faster than torch's direct
-# convolution on a 2-core AVX2 CPU, batch 5, float32 (benchmarks/fft_trial.py; 1.6-2.3x per layer of
+# convolution on a 2-core AVX2 CPU, batch 5, float32 (benchmarks/trials/fft_trial.py; 1.6-2.3x per layer of
 # 64-512 channels at 48-384 px). Slower: below 48 px, 6 x 6 kernels (s = 2), and few channels.
 TILES = ((9, 256, 64), (9, 96, 32), (9, 48, 16))
 MIN_CHANNELS = 64  # input and output channels; the first layer (1 channel in) stays direct

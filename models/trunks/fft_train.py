@@ -267,7 +267,7 @@ def wants_fft(conv, min_kernel=6):
     """Whether to train this convolution by FFT: kernels of min_kernel x min_kernel and up with more
     than one input channel. Per layer, forward and backward, batch 32, against channels-last direct (one core):
     9 x 9 (s = 3) 2.0-3.0x; 6 x 6 (s = 2) 1.0-1.3x, the prediction layer (one output) 1.4-1.6x;
-    the first layer (one input channel) would be 2-7x slower (benchmarks/train_speed.py)."""
+    the first layer (one input channel) would be 2-7x slower (benchmarks/trials/train_speed.py)."""
     kernel = conv.kernel_size[0]
     return (conv.kernel_size[0] == conv.kernel_size[1] and kernel >= min_kernel and conv.stride == (1, 1)
             and conv.dilation == (1, 1) and conv.groups == 1 and conv.in_channels > 1

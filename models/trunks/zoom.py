@@ -70,7 +70,7 @@ def zoom(model, k, pooling="physical", centre=True):
     centre: for even k, crop so that no conv moves the image (CentredConv2d; default); no effect for odd k.
     Every variant has UNet(scaling=k)'s state dict, but only pooling="pixels", centre=False is what
     UNet(scaling=k) computes from it. zoom(model, 1) computes exactly what model computes, for every variant.
-    The defaults are the s = 1 network's operations on the finer grid; benchmarks/zoom_trial.py measures
+    The defaults are the s = 1 network's operations on the finer grid; benchmarks/trials/zoom_trial.py measures
     the others: the authors' crops move the image by 3 fine pixels at every even k (interior MSE 0.054
     instead of 0.0088 at k = 2), and MaxPool(2) gives a slightly, consistently larger error.
     """

@@ -3,7 +3,7 @@ forward and backward of a width x width layer of the quick preset (batch 32, cha
 against the direct convolution's forward + backward, at s = 2 and 3. One thread, this process's CPU
 time (steady on a shared machine), the best of 5 interleaved rounds.
 
-    python benchmarks/fft_train_components.py [width]   # about a minute
+    python benchmarks/trials/fft_train_components.py [width]   # about a minute
 """
 
 import sys
@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from models.trunks import fft_train as ft  # noqa: E402
 
 

@@ -1,8 +1,8 @@
 """Convolution by FFT (models/trunks/fft_conv.py) for the 9 x 9 kernels of the s = 3 network against
 torch's direct convolution, one layer at a time and in the whole folded network, batch 5, float32:
-the measurements behind fft_conv.TILES. The README's performance section quotes them.
+the measurements behind fft_conv.TILES. Their results: benchmarks/trials/README.md.
 
-    python benchmarks/fft_trial.py   # about 6 minutes on 2 CPU cores
+    python benchmarks/trials/fft_trial.py   # about 6 minutes on 2 CPU cores
 """
 
 import sys
@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from models.trunks import UNet, fold_for_inference  # noqa: E402
 from models.trunks.fft_conv import fft_conv2d, fft_tile  # noqa: E402
 
