@@ -89,10 +89,10 @@ PRESETS = {
     ),
 }
 
-# Fields a rerun may change without starting the fits over: which fits run, where, how often they save.
-RESUMABLE_CHANGES = ("scalings", "weight_decays", "checkpoint_every", "output_dir", "device")
+# Fields a rerun may change without starting the fits over: which fits run, where, how often they save,
+# and the figures' cut (evaluation only).
+RESUMABLE_CHANGES = ("scalings", "weight_decays", "checkpoint_every", "output_dir", "device", "cut_height")
 PROG = "deep_image_prior.py"
-RESUMABLE_CHANGES += ("cut_height",)  # the figures' cut: evaluation only
 
 # ----------------------------------------------------------------------------------------------
 # Command line: one flag per Config field, its help the field's comment above.
