@@ -63,7 +63,7 @@ N_TEST_PAPER_CPU = 3
 BATCH = 32  # test images per forward pass
 ZOOM_KS = {"quick": (1, 2, 3, 4, 6, 8), "paper": (1, 2, 3)}  # --zoom alone: the factors k per preset
 # Zoomed to k an image costs about k^4 times the s = 1 one with direct convolutions (k^2 more pixels, k^2
-# wider kernels); the wide kernels (k >= 4) go by FFT (models/trunks/fft_conv.py), and the zoom measures
+# wider kernels); the wide kernels (k >= 4) go by FFT (models/trunks/fft.py), and the zoom measures
 # the first ZOOM_N_TEST test images (of --n-test): for the quick preset's six s = 1 models at k up to 8,
 # about 75 s on 2 cores (the whole evaluation with --zoom: 1 min 43 s).
 ZOOM_N_TEST = 32

@@ -33,7 +33,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from models.trunks import UNet
-from models.trunks.fft_train import fft_for_training, reuse_freed_memory
+from models.trunks.fft import fft_for_training, reuse_freed_memory
 from utils.circles import noisy_pairs, sample_circles, split, test_pairs
 from utils.config import ConfigError, Parser, add_config_flags, check_limits, check_writable, given_values, named_preset
 from utils.device import DeviceError, amp_advice, autocast, pick_device

@@ -1,5 +1,5 @@
 """Training speed of the quick preset's small U-nets on a CPU: the direct convolution against the
-FFT one (models/trunks/fft_train.py), and optionally bfloat16 autocast and torch.compile.
+FFT one (models/trunks/fft.py), and optionally bfloat16 autocast and torch.compile.
 
 One training step is what the trainer does: forward, mean squared error, backward, Adam. Every
 variant trains its own copy of one seeded network on the same batches; the variants' steps are
@@ -20,7 +20,7 @@ OMP_WAIT_POLICY=PASSIVE, so that waiting threads sleep instead of spinning, an e
 elapsed time on an unloaded machine that a loaded one disturbs little).
 
 Variants: direct-cl (the baseline: channels-last, float32), direct (NCHW), fft (FFT convolutions,
-models.trunks.fft_train.fft_for_training, channels-last), fft-nchw, bf16-cl, bf16-fft (bfloat16
+models.trunks.fft.fft_for_training, channels-last), fft-nchw, bf16-cl, bf16-fft (bfloat16
 autocast; the FFT layers fall back to direct convolutions under autocast), compile-cl, compile-fft
 (torch.compile of the model; its first two steps, with the compilations, are printed apart). Not
 part of the tests.
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from models.trunks import UNet  # noqa: E402
-from models.trunks.fft_train import fft_for_training, reuse_freed_memory  # noqa: E402
+from models.trunks.fft import fft_for_training, reuse_freed_memory  # noqa: E402
 
 VARIANTS = ("direct-cl", "direct", "fft", "fft-nchw", "bf16-cl", "bf16-fft", "compile-cl", "compile-fft")
 

@@ -32,12 +32,13 @@ class CentredConv2d(nn.Conv2d):
     """A Conv2d that drops its first output row and column: after two even-kernel convs with the authors'
     padding (each half a pixel late), the pair's output then sits where an odd kernel's would."""
 
-    def forward(self, x):  # (B, C_in, H, W) -> (B, C_out, H', W'), one row and column fewer than Conv2d's
-        return self.trim(super().forward(x))
+    @property
+    def offset(self):
+        """Output rows and columns dropped at the start: 1 for an even kernel, else 0 (fft.as_fft keeps it)."""
+        return 1 - self.kernel_size[0] % 2
 
-    def trim(self, y):
-        """What this conv keeps of a plain Conv2d's output y (also computed by FFT: fft_conv.FFTConv2d)."""
-        return y[..., 1:, 1:] if self.kernel_size[0] % 2 == 0 else y
+    def forward(self, x):  # (B, C_in, H, W) -> (B, C_out, H', W'), one row and column fewer than Conv2d's
+        return super().forward(x)[..., self.offset :, self.offset :]
 
 
 @torch.no_grad()
