@@ -44,7 +44,7 @@ from utils.weights import CheckpointError, load_checkpoint, save_atomic
 
 
 # ----------------------------------------------------------------------------------------------
-# Hyperparameters: the paper preset (the DIP reference's values where PAPER.md gives them; the
+# Hyperparameters: the paper preset (the DIP reference's values where docs/paper.md gives them; the
 # resolutions, weight decays and kernel scaling the authors used for DIP are unknown, so those are
 # this project's choices). Edit here, pick a preset, or override with --flags.
 # ----------------------------------------------------------------------------------------------
@@ -89,10 +89,10 @@ PRESETS = {
     ),
 }
 
-# Fields a rerun may change without starting the fits over: which fits run, where, how often they save.
-RESUMABLE_CHANGES = ("scalings", "weight_decays", "checkpoint_every", "output_dir", "device")
+# Fields a rerun may change without starting the fits over: which fits run, where, how often they save,
+# and the figures' cut (evaluation only).
+RESUMABLE_CHANGES = ("scalings", "weight_decays", "checkpoint_every", "output_dir", "device", "cut_height")
 PROG = "deep_image_prior.py"
-RESUMABLE_CHANGES += ("cut_height",)  # the figures' cut: evaluation only
 
 # ----------------------------------------------------------------------------------------------
 # Command line: one flag per Config field, its help the field's comment above.

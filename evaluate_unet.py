@@ -39,7 +39,7 @@ from utils.runs import RunFolderError, checkpoint_name, configured_models, find_
 from utils.weights import CheckpointError, load_state_dict, read_weights
 
 # ----------------------------------------------------------------------------------------------
-# Evaluation settings: the paper's (PAPER.md, "Evaluation").
+# Evaluation settings: the paper's (docs/paper.md, "Evaluation and the figures").
 # ----------------------------------------------------------------------------------------------
 TEST_SAMPLES = (597, 1675, 982, 545, 1923)  # indices into the test split, in the paper's order
 CUT_ROWS = (10, 20, 65, 122, 55)  # each sample's cut row at s = 1 in a CUT_BASE px image
@@ -64,7 +64,7 @@ BATCH = 32  # test images per forward pass
 # --zoom alone: the factors k for the paper's full-size networks, and for smaller ones (the quick preset's).
 ZOOM_KS = {"paper": (1, 2, 3), "quick": (1, 2, 3, 4, 6, 8)}
 # Zoomed to k an image costs about k^4 times the s = 1 one with direct convolutions (k^2 more pixels, k^2
-# wider kernels); the wide kernels (k >= 4) go by FFT (models/trunks/fft_conv.py), and the zoom measures
+# wider kernels); the wide kernels (k >= 4) go by FFT (models/trunks/fft.py), and the zoom measures
 # the first ZOOM_N_TEST test images (at most --n-test): for the quick preset's six s = 1 models at k up to 8,
 # about 75 s on 2 cores (the whole evaluation with --zoom: 1 min 43 s).
 ZOOM_N_TEST = 32

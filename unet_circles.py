@@ -33,7 +33,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from models.trunks import UNet, zoom
-from models.trunks.fft_train import fft_for_training, reuse_freed_memory
+from models.trunks.fft import fft_for_training, reuse_freed_memory
 from utils.circles import noisy_pairs, sample_circles, split, test_pairs
 from utils.config import ConfigError, Parser, add_config_flags, check_limits, check_writable, given_values, named_preset
 from utils.device import DeviceError, amp_advice, autocast, pick_device
@@ -91,7 +91,7 @@ class Config:
 
 QUICK_NETWORK = dict(size_orig=32, samples=2_000, width=16, depth=1, channels_last=True, fft=True)
 PRESETS = {
-    "paper": {},  # PAPER.md's values, as above
+    "paper": {},  # the authors' values (docs/paper.md), as above
     "quick": dict(  # the paper's method scaled down to run on a laptop CPU; see README, "The quick preset"
         **QUICK_NETWORK,
         weight_decays={1: (0.0, 1e-3, 1e-2, 1e-1, 0.5, 1.25), 2: (0.0, 1e-3), 3: (0.0, 1e-3)},

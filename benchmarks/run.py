@@ -4,8 +4,12 @@
     python benchmarks/run.py --skip quick paper   # without the two end-to-end runs (about 10 minutes)
     python benchmarks/run.py --device cuda        # the same on a GPU, plus the paper sweep's projected time
 
-Every figure is the median of --reps timed repetitions after one warm-up. One table is printed and
-saved as JSON (benchmarks/results_<device>.json unless --json says otherwise). Not part of the tests.
+Every figure is the median of --reps timed repetitions after one warm-up. Beside every training and
+inference speed stands fraction_of_peak: the direct convolution's floating-point work at that speed
+(forward_gflop, training_gflop: counted from the network's layers) over the matrix-multiply rate measured
+at the start of the same run, float32's, or bfloat16's for --amp. A path that does less work (FFT) can pass
+1. One table is printed and saved as JSON (benchmarks/results_<device>.json unless --json says otherwise).
+Not part of the tests.
 """
 
 import argparse
@@ -40,7 +44,8 @@ SIZE = PAPER.size_orig  # 128
 SECTIONS = ("data", "train", "scaling", "inference", "quick", "paper")
 
 
-SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what decides float32 and bfloat16 speed
+# What decides float32 and bfloat16 speed: x86's vector and matrix flags, Arm's (Linux and macOS alike)
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "asimd", "sve", "bf16")
 
 
 def sync(device):
@@ -70,7 +75,8 @@ def matmul_peak(device, dtype, reps):
 
 
 def forward_gflop(scaling, size_orig=SIZE, width=PAPER.width, depth=PAPER.depth):
-    """GFLOP of one image's forward pass, counted from every convolution's output shape (2 per multiply-add)."""
+    """GFLOP of one image's forward pass by direct convolution, counted from every convolution's output shape
+    (2 per multiply-add; BatchNorm, ReLU, pooling and upsampling, a few operations per pixel, left out)."""
     flops = []
 
     def count(module, inputs, output):
@@ -86,6 +92,17 @@ def forward_gflop(scaling, size_orig=SIZE, width=PAPER.width, depth=PAPER.depth)
     for hook in hooks:
         hook.remove()
     return sum(flops) / 1e9
+
+
+def training_gflop(scaling, size_orig=SIZE, width=PAPER.width, depth=PAPER.depth):
+    """GFLOP of one image's training step by direct convolution: the forward pass and the backward's two
+    convolutions of the same size per layer (the input's gradient and the weight's), three forward passes."""
+    return 3 * forward_gflop(scaling, size_orig, width, depth)
+
+
+def fraction(gflop_per_s, peaks, amp):
+    """gflop_per_s as a fraction of the matrix-multiply rate measured in the same run (bfloat16's for --amp)."""
+    return gflop_per_s / peaks["bfloat16" if amp else "float32"]
 
 
 def bench_data(device, reps):
@@ -129,7 +146,7 @@ def bench_train(device, reps, batch, scaling, peaks, compile_too, short_steps):
     size = SIZE * scaling
     x, y = noisy_pairs(params[:batch], size, torch.Generator(device).manual_seed(0))
     test_x, test_y = noisy_pairs(params[-64:], size, torch.Generator(device).manual_seed(1))
-    gflop = 3 * forward_gflop(scaling)  # forward + backward: about three forward passes
+    gflop = training_gflop(scaling)
     rows = []
     for name, channels_last, amp, compiled in training_modes(device, compile_too):
         if amp and not native_bf16(device):
@@ -144,9 +161,8 @@ def bench_train(device, reps, batch, scaling, peaks, compile_too, short_steps):
         net.eval()
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss = F.mse_loss(net(test_x).float(), test_y).item()
-        peak = peaks["bfloat16" if amp else "float32"]
         rows.append(dict(mode=name, images_per_s=batch / seconds, gflop_per_s=gflop * batch / seconds,
-                         fraction_of_peak=gflop * batch / seconds / peak, test_loss=loss))
+                         fraction_of_peak=fraction(gflop * batch / seconds, peaks, amp), test_loss=loss))
     return rows
 
 
@@ -166,41 +182,43 @@ def inference_rows(s, device, reps, peaks):
     rows = []
     with torch.inference_mode():
         eager_s, reference = timed(lambda: model(x), device, reps)
-        variants = [("float32 eager", eager_s, reference, "float32"),
-                    ("float32 folded + channels-last", *timed(lambda: fast(x_cl), device, reps), "float32")]
-        if device.type == "cpu" and s == 3:  # the only network with convolutions fft_conv.TILES takes
+        variants = [("float32 eager", eager_s, reference, False),
+                    ("float32 folded + channels-last", *timed(lambda: fast(x_cl), device, reps), False)]
+        if device.type == "cpu" and s == 3:  # the only paper network with convolutions fft.TILES takes
             fft = fold_for_inference(model, fft=True).to(memory_format=torch.channels_last)
             variants.append(("float32 folded + channels-last + FFT (evaluator default on the CPU)",
-                             *timed(lambda: fft(x_cl), device, reps), "float32"))
+                             *timed(lambda: fft(x_cl), device, reps), False))
         if native_bf16(device):
             def bf16():
                 with torch.autocast(device.type, dtype=torch.bfloat16):
                     return fast(x_cl)
-            variants.append(("bfloat16 folded + channels-last (--amp)", *timed(bf16, device, reps), "bfloat16"))
+            variants.append(("bfloat16 folded + channels-last (--amp)", *timed(bf16, device, reps), True))
         else:
             rows.append(dict(scaling=s, mode="bfloat16", skipped="no native bfloat16 on this device"))
-    for name, seconds, output, dtype in variants:
+    for name, seconds, output, amp in variants:
         deviation = ((output.float() - reference).abs().max() / reference.abs().max()).item()
         rows.append(dict(scaling=s, mode=name, s_per_image=seconds / 5, speedup=eager_s / seconds,
-                         gflop_per_s=5 * gflop / seconds, fraction_of_peak=5 * gflop / seconds / peaks[dtype],
+                         gflop_per_s=5 * gflop / seconds, fraction_of_peak=fraction(5 * gflop / seconds, peaks, amp),
                          max_rel_deviation=deviation))
     return rows
 
 
 def quick_variants(device):
-    """(name, Config changes) of the quick network's training paths: the direct one (the quick preset before
-    the FFT path, commit e0e40e0: channels-last float32), its default now (FFT), and bfloat16 autocast."""
-    variants = [("direct, channels-last float32 (e0e40e0's path)", dict(fft=False)),
+    """(name, Config changes) of the quick network's training paths: direct convolutions (channels-last
+    float32), the quick preset's default (FFT), and bfloat16 autocast."""
+    variants = [("direct, channels-last float32", dict(fft=False)),
                 ("FFT, channels-last float32 (the quick preset's default)", dict(fft=True))]
     if native_bf16(device):
         variants.append(("bfloat16 autocast, channels-last (--amp)", dict(fft=False, amp=True)))
     return variants
 
 
-def bench_scaling(device, reps, scalings=(1, 2, 3, 4)):
+def bench_scaling(device, reps, peaks, scalings=(1, 2, 3, 4)):
     """Training images/s of the quick preset's network at each s, every path as the trainer builds and steps
-    it (ModelRun, train_step), the paths' steps interleaved so a machine's load falls on all alike; and the
-    cost per image relative to s = 1 beside the s^4 a direct convolution's arithmetic grows by."""
+    it (ModelRun, train_step), the paths' steps interleaved so a machine's load falls on all alike; the
+    direct convolution's work per image (training_gflop) at that rate as a fraction of the matrix-multiply
+    rate (FFT, doing less work, can pass 1); and the cost per image relative to s = 1 beside the s^4 a direct
+    convolution's arithmetic grows by."""
     quick = preset_config("quick")
     rows, base = [], {}
     for s in scalings:
@@ -222,9 +240,12 @@ def bench_scaling(device, reps, scalings=(1, 2, 3, 4)):
                     times[name].append(time.perf_counter() - tic)
         per_image = {name: statistics.median(seconds) / quick.batch_size for name, seconds in times.items()}
         direct = next(iter(per_image.values()))  # the first path: the direct one
+        gflop = training_gflop(s, quick.size_orig, quick.width, quick.depth)
         for name, cost in per_image.items():
             base.setdefault(name, cost)
             rows.append(dict(scaling=s, path=name, images_per_s=1 / cost, speedup=direct / cost,
+                             gflop_per_image=gflop, gflop_per_s=gflop / cost,
+                             fraction_of_peak=fraction(gflop / cost, peaks, runs[name].config.amp),
                              cost_vs_s1=cost / base[name], s4=s**4))
     return rows
 
@@ -293,7 +314,8 @@ def bench_paper_evaluation(device, amp_ok):
 
 
 def projected_paper_sweep(device, reps):
-    """Hours for PAPER.md's whole training table (epochs x samples per model, the Config block's), at its batch size."""
+    """Hours for the authors' whole training table (docs/paper.md; epochs x samples per model, the Config block's),
+    at its batch size."""
     images = {s: PAPER.epochs * PAPER.samples * len(regs) for s, regs in PAPER_WEIGHT_DECAYS.items()}
     rows = []
     for name, channels_last, amp, _ in training_modes(device, False):
@@ -328,7 +350,8 @@ def main():
         parser.exit(2, "run.py: error: --device cuda asked for, but CUDA is not available here\n")
     cpu = cpu_info("model name") or platform.processor() or platform.machine()
     name = torch.cuda.get_device_name() if device.type == "cuda" else cpu
-    flags = " ".join(flag for flag in SPEED_FLAGS if flag in cpu_flags()) or "unknown"
+    present = cpu_flags()
+    flags = " ".join(flag for flag in SPEED_FLAGS if flag in present) or "unknown"
     header = dict(device=f"{device.type} ({name})", cpu_flags=flags,
                   threads=torch.get_num_threads(), cpus=os.cpu_count(), torch=torch.__version__,
                   native_bf16=native_bf16(device), reps=args.reps)
@@ -358,8 +381,10 @@ def main():
             for row in results["paper_sweep_hours"]:
                 print("  projected paper sweep: " + _fmt(row), flush=True)
     if "scaling" not in args.skip:
-        results["quick_training_scaling"] = bench_scaling(device, args.reps)
-        print("training the quick preset's network, batch 32, images/s by s and path:", flush=True)
+        results["quick_training_scaling"] = bench_scaling(device, args.reps, peaks)
+        print("training the quick preset's network, batch 32, images/s by s and path "
+              "(fraction_of_peak: the direct convolution's work at that rate over the matrix-multiply rate):",
+              flush=True)
         for row in results["quick_training_scaling"]:
             print("  " + _fmt(row), flush=True)
     if "inference" not in args.skip:

@@ -25,7 +25,7 @@ def one_image(circles, size):
 
 
 def reference_image(circles, size):
-    """PAPER.md's rule, pixel by pixel, in plain Python: an independent reference."""
+    """The authors' rule (docs/paper.md), pixel by pixel, in plain Python: an independent reference."""
     image = np.zeros((size, size), dtype=np.float32)
     for cx, cy, r, intensity in circles:
         for y in range(size):

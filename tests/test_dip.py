@@ -204,6 +204,17 @@ def test_a_state_of_other_values_is_an_error_and_fresh_starts_over(run_a, tmp_pa
     assert len(curve(tmp_path / "run", 1)) == 5
 
 
+def test_a_rerun_may_change_which_fits_run_and_the_cut_but_not_the_fit(run_a):
+    from deep_image_prior import read_state
+    from utils.config import ConfigError
+
+    same_fit = config_of(*TINY, "--output-dir", str(run_a), "--cut-height", "-0.3", "--checkpoint-every", "7",
+                         "--scalings", "1")
+    assert read_state(same_fit, 1, 0.0)["progress"]["done"] == 150
+    with pytest.raises(ConfigError, match="was made with ema = 0.9, this command has 0.99"):
+        read_state(config_of(*TINY, "--output-dir", str(run_a), "--ema", "0.99"), 1, 0.0)
+
+
 # ----------------------------------------------------------------------------------------------
 # The command line
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Convolution by FFT in training (models/trunks/fft_train.py): the same outputs and gradients as the
+"""Convolution by FFT in training (models/trunks/fft.py): the same outputs and gradients as the
 direct convolution, layer by layer and through a whole U-net, and the same checkpoints."""
 
 import copy
@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.trunks import UNet
-from models.trunks.fft_train import FFTTrainingConv2d, fft_conv2d_train, fft_for_training, fft_size, reuse_freed_memory
+from models.trunks.fft import FFTConv2d, fft_conv2d_whole, fft_for_training, fft_size, reuse_freed_memory
 
 
 def relative(a, b):
@@ -35,7 +35,7 @@ def test_layer_output_and_every_gradient_equal_the_direct_ones(kernel, padding_m
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
-    out = fft_conv2d_train(x, conv.weight, conv.bias, conv.padding[0], padding_mode, scale=1 / 4)
+    out = fft_conv2d_whole(x, conv.weight, conv.bias, conv.padding[0], padding_mode, scale=1 / 4)
     got = torch.autograd.grad(out, [x, conv.weight, conv.bias], grad)
     assert out.shape == expected.shape  # with an even kernel one pixel larger than x
     assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -64,11 +64,11 @@ def test_unet_trains_the_same_function_with_fft_convolutions(scaling):
     fft = fft_for_training(copy.deepcopy(direct))
     # Of the six DoubleConv convolutions all but the first (one input channel) run by FFT, their
     # Divides folded in, and so does the prediction layer.
-    assert sum(isinstance(m, FFTTrainingConv2d) for m in fft.modules()) == 5 + 1
+    assert sum(isinstance(m, FFTConv2d) for m in fft.modules()) == 5 + 1
     assert sum(type(m).__name__ == "Divide" for m in fft.modules()) == 1
     assert fft.state_dict().keys() == direct.state_dict().keys()
     only_nine = fft_for_training(copy.deepcopy(direct), min_kernel=9)
-    assert sum(isinstance(m, FFTTrainingConv2d) for m in only_nine.modules()) == (6 if scaling == 3 else 0)
+    assert sum(isinstance(m, FFTConv2d) for m in only_nine.modules()) == (6 if scaling == 3 else 0)
     size = 16 * scaling
     x = torch.rand(3, 1, size, size)
     target = torch.rand(3, 1, size, size)

@@ -7,13 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.trunks import UNet, fft_conv, fold_for_inference
-from models.trunks.fft_conv import fft_conv2d, fft_tile
+from models.trunks import UNet, fft, fold_for_inference
+from models.trunks.fft import WHOLE_IMAGE, fft_conv2d_tiled, fft_plan, fft_tile
 from utils.circles import noisy_pairs, sample_circles
 from utils.runs import checkpoint_name
 from utils.weights import CheckpointError, load_state_dict, save_atomic
 
-# PAPER.md counts every element of the state dict, BatchNorm running statistics included.
+# docs/paper.md counts every element of the state dict, BatchNorm running statistics included.
 PAPER_COUNTS = {1: 17_277_395, 2: 69_043_187, 3: 155_319_507}
 BN_BUFFERS = 2 * 4416 + 18  # running mean and var of 4,416 BatchNorm channels, 18 num_batches_tracked
 
@@ -43,7 +43,7 @@ def assert_depends_on_input(out, rtol, atol):
 
 
 def paper_layout(s):
-    """The authors' 130 keys and shapes at scaling s, written out from PAPER.md's description."""
+    """The authors' 130 keys and shapes at scaling s, written out from docs/paper.md's description."""
     k = 3 * s
     blocks = [("inc", 1, 64, 64)]
     blocks += [(f"down{i}.maxpool_conv.1", cin, cout, cout) for i, (cin, cout) in
@@ -76,7 +76,7 @@ def test_state_dict_has_the_authors_keys_shapes_and_counts(s):
 
 
 def reference_forward(model, x):
-    """PAPER.md's forward written with torch.nn.functional alone, reading the model's tensors."""
+    """docs/paper.md's forward written with torch.nn.functional alone, reading the model's tensors."""
     s = model.scaling
     state = model.state_dict()
 
@@ -208,7 +208,7 @@ def test_fft_convolution_equals_the_direct_one(kernel, tile, size):
     torch.manual_seed(kernel + size)
     x, weight, bias = torch.randn(2, 5, size, size + 3), torch.randn(7, 5, kernel, kernel), torch.randn(7)
     expected = F.conv2d(x, weight, bias)  # output sizes not a multiple of the tile's valid part
-    out = fft_conv2d(x, weight, bias, tile)
+    out = fft_conv2d_tiled(x, weight, bias, tile)
     assert out.shape == expected.shape
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-5 * expected.abs().max().item())
 
@@ -219,9 +219,26 @@ def test_fft_tiles_only_where_measured_faster():
     assert fft_tile(9, 384, 1) is None and fft_tile(9, 96, 16) is None  # few channels: direct
 
 
+@pytest.mark.parametrize("kernel, c_in, c_out, size, for_training, plan", [
+    (9, 16, 16, 96, True, WHOLE_IMAGE),  # the quick network in training: whole images from 6 x 6 on
+    (6, 32, 16, 64, True, WHOLE_IMAGE),
+    (9, 512, 512, 48, True, WHOLE_IMAGE),  # training never tiles (the tiles have no backward of their own)
+    (3, 16, 16, 32, True, None),  # too few taps
+    (9, 1, 16, 96, True, None),  # the first layer, one input channel
+    (9, 16, 16, 96, False, None),  # a forward alone pays from 12 x 12 with few channels
+    (12, 16, 16, 128, False, WHOLE_IMAGE),  # the zoomed quick network at k = 4
+    (9, 64, 64, 384, False, 64),  # the paper's s = 3 network: tiles, as TILES says
+    (9, 512, 512, 24, False, None),
+    (6, 256, 256, 256, False, None),  # its s = 2 network: direct
+])
+def test_one_rule_picks_direct_whole_image_or_tiles(kernel, c_in, c_out, size, for_training, plan):
+    conv = torch.nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, padding_mode="reflect", device="meta")
+    assert fft_plan(conv, size, for_training) == plan
+
+
 def test_folded_copy_with_fft_computes_the_same_function(monkeypatch):
     calls = []
-    monkeypatch.setattr(fft_conv, "fft_conv2d", lambda *args: calls.append(args[-1]) or fft_conv2d(*args))
+    monkeypatch.setattr(fft, "fft_conv2d_tiled", lambda *args: calls.append(args[-1]) or fft_conv2d_tiled(*args))
     torch.manual_seed(3)
     model = calibrated(UNet(scaling=3, width=64, depth=1), 48, 48, n=4)  # 64 channels at 48 px: FFT, tile 16
     x = noisy_circles(2, 48, 48, seed=3)

@@ -174,14 +174,16 @@ def test_zoom_refuses_what_it_cannot_zoom():
 @pytest.mark.parametrize("k", [4, 5])
 def test_folded_fft_inference_of_a_zoomed_network_is_the_zoomed_network(k):
     """At k >= 4 the zoomed network's 3k x 3k kernels go by whole-image FFT in fold_for_inference
-    (fft_conv.WHOLE_IMAGE_KERNEL), at even k every second one a CentredConv2d, trimmed as it trims."""
+    (fft.MIN_KERNEL_FORWARD), at even k every second one a CentredConv2d, cropped as it crops."""
     from models.trunks import fold_for_inference
-    from models.trunks.fft_conv import WHOLE_IMAGE_KERNEL, FFTConv2d
+    from models.trunks.fft import MIN_KERNEL_FORWARD, WHOLE_IMAGE, FFTConv2d, fft_plan
 
     zoomed = zoom(trained_like(width=4, depth=1), k)
     fast = fold_for_inference(zoom(trained_like(width=4, depth=1), k), fft=True)
-    wide = [m for m in fast.modules() if isinstance(m, FFTConv2d) and m.conv.kernel_size[0] >= WHOLE_IMAGE_KERNEL]
-    assert len(wide) >= 4 and sum(isinstance(m.conv, CentredConv2d) for m in wide) == (0 if k % 2 else len(wide) // 2)
+    # Every DoubleConv convolution but the first (one input channel); at even k each block's second is centred.
+    wide = [m for m in fast.modules() if isinstance(m, FFTConv2d) and m.kernel_size[0] >= MIN_KERNEL_FORWARD]
+    assert len(wide) == 5 and all(fft_plan(m, 8 * k, m.for_training) == WHOLE_IMAGE for m in wide)
+    assert [m.offset for m in wide] == ([0] * 5 if k % 2 else [1, 0, 1, 0, 1])
     x, other = torch.rand(2, 1, 8 * k, 8 * k), torch.rand(2, 1, 8 * k, 8 * k)
     with torch.no_grad():
         y, y_fast = zoomed(x), fast(x)

@@ -1,1 +1,1 @@
-"""Small pieces shared by unet_circles.py and evaluate_unet.py."""
+"""Small pieces shared by unet_circles.py, evaluate_unet.py and deep_image_prior.py."""

@@ -1,5 +1,6 @@
 """Where the networks run: the device a flag names, bfloat16 autocast, and whether bfloat16 is native here."""
 
+import subprocess
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -24,7 +25,8 @@ def pick_device(name, local_rank=0):
     return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
 
 
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 CPU flags (as /proc/cpuinfo and lscpu name them) of native bfloat16
+# CPU flags of native bfloat16: x86's (as /proc/cpuinfo and lscpu name them) and Arm's (Linux and macOS alike)
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 
 def cpu_info(field, cpuinfo="/proc/cpuinfo"):
@@ -38,15 +40,32 @@ def cpu_info(field, cpuinfo="/proc/cpuinfo"):
 
 
 def cpu_flags(cpuinfo="/proc/cpuinfo"):
-    """The CPU's feature flags from cpuinfo (Linux's /proc/cpuinfo); an empty set where there is none."""
-    return set(cpu_info("flags", cpuinfo).split())
+    """The CPU's feature flags: cpuinfo's (Linux's /proc/cpuinfo) "flags" on x86, "Features" on Arm; on macOS,
+    which has no cpuinfo, the Arm features sysctl reports (mac_cpu_flags). An empty set where there are none."""
+    if sys.platform == "darwin":
+        return mac_cpu_flags()
+    return set((cpu_info("flags", cpuinfo) or cpu_info("Features", cpuinfo)).split())
+
+
+def mac_cpu_flags():
+    """The Arm features macOS reports as present (`sysctl hw.optional.arm`: lines "hw.optional.arm.FEAT_BF16: 1"),
+    lower-cased without the prefix, as Linux names them (bf16, ...); an empty set on an Intel Mac or without sysctl."""
+    prefix = "hw.optional.arm.FEAT_"
+    try:
+        lines = subprocess.run(["sysctl", "hw.optional.arm"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return set()
+    flags = (line.split(":", 1) for line in lines.splitlines() if line.startswith(prefix) and ":" in line)
+    return {name[len(prefix):].strip().lower() for name, value in flags if value.strip() == "1"}
 
 
 def native_bf16(device):
-    """Whether bfloat16 runs on hardware support here (a CUDA GPU, a CPU with AVX512-BF16 or AMX), not emulated.
+    """Whether bfloat16 runs on hardware support here (a CUDA GPU, a CPU with AVX512-BF16, AMX or Arm's BF16), not
+    emulated.
 
-    On the CPU the flags decide: torch's own checks (torch._C._cpu._is_avx512_bf16_supported) are not in
-    every build (not in 2.13.0+cpu), and its capability string says AVX512 with or without bfloat16."""
+    On the CPU the flags decide (cpu_flags, on Linux and macOS alike): torch's own checks
+    (torch._C._cpu._is_avx512_bf16_supported) are not in every build (not in 2.13.0+cpu), and its capability
+    string says AVX512 with or without bfloat16."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu":
@@ -54,7 +73,7 @@ def native_bf16(device):
     cpu = torch._C._cpu
     names = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     checks = [getattr(cpu, name) for name in names if hasattr(cpu, name)]
-    return any(check() for check in checks) or any(flag in cpu_flags() for flag in BF16_FLAGS)
+    return any(check() for check in checks) or not cpu_flags().isdisjoint(BF16_FLAGS)
 
 
 def autocast(amp, device):

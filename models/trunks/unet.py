@@ -9,7 +9,7 @@ import copy
 import torch
 import torch.nn as nn
 
-from .fft_conv import FFTConv2d
+from .fft import as_fft, wants_fft
 from .unet_parts import Divide, DoubleConv, Down, OutConv, Up, consistent_conv
 
 PAPER_WIDTH = 64  # channels after the first DoubleConv
@@ -78,9 +78,10 @@ def fold_for_inference(model, fft=False):
     statistics) folded into the preceding convolution's weights: the same function in float32 up to
     rounding, with three fewer passes over every feature map.
 
-    fft: the DoubleConv convolutions also run by FFT where fft_conv.TILES says that measured faster on
-    a CPU (the s = 3 network's 9 x 9 kernels, at 64 channels or more, on 48 px or more); the same
-    function up to float32 rounding.
+    fft: the DoubleConv convolutions also run by FFT where fft.fft_plan says that measured faster on
+    a CPU (the s = 3 network's 9 x 9 kernels at 64 channels or more on 48 px or more, by tiles; a zoomed
+    network's 12 x 12 and wider ones with fewer channels, whole images); the same function up to float32
+    rounding.
     """
     model = copy.deepcopy(model).eval()
     for block in model.modules():
@@ -93,8 +94,8 @@ def fold_for_inference(model, fft=False):
                 conv.weight.mul_((gain / divide.divisor)[:, None, None, None])
                 conv.bias.copy_((conv.bias / divide.divisor - norm.running_mean) * gain + norm.bias)
                 layers[i + 1], layers[i + 2] = nn.Identity(), nn.Identity()
-                if fft:
-                    layers[i] = FFTConv2d(conv)
+                if fft and wants_fft(conv):
+                    as_fft(conv)
     for owner, conv in ((model.out, model.out.conv), (model, model.prediction)):
         conv.weight.div_(owner.divisor)
         conv.bias.div_(owner.divisor)

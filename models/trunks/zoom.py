@@ -32,12 +32,13 @@ class CentredConv2d(nn.Conv2d):
     """A Conv2d that drops its first output row and column: after two even-kernel convs with the authors'
     padding (each half a pixel late), the pair's output then sits where an odd kernel's would."""
 
-    def forward(self, x):  # (B, C_in, H, W) -> (B, C_out, H', W'), one row and column fewer than Conv2d's
-        return self.trim(super().forward(x))
+    @property
+    def offset(self):
+        """Output rows and columns dropped at the start: 1 for an even kernel, else 0 (fft.as_fft keeps it)."""
+        return 1 - self.kernel_size[0] % 2
 
-    def trim(self, y):
-        """What this conv keeps of a plain Conv2d's output y (also computed by FFT: fft_conv.FFTConv2d)."""
-        return y[..., 1:, 1:] if self.kernel_size[0] % 2 == 0 else y
+    def forward(self, x):  # (B, C_in, H, W) -> (B, C_out, H', W'), one row and column fewer than Conv2d's
+        return super().forward(x)[..., self.offset :, self.offset :]
 
 
 @torch.no_grad()
@@ -70,7 +71,7 @@ def zoom(model, k, pooling="physical", centre=True):
     centre: for even k, crop so that no conv moves the image (CentredConv2d; default); no effect for odd k.
     Every variant has UNet(scaling=k)'s state dict, but only pooling="pixels", centre=False is what
     UNet(scaling=k) computes from it. zoom(model, 1) computes exactly what model computes, for every variant.
-    The defaults are the s = 1 network's operations on the finer grid; benchmarks/zoom_trial.py measures
+    The defaults are the s = 1 network's operations on the finer grid; benchmarks/trials/zoom_trial.py measures
     the others: the authors' crops move the image by 3 fine pixels at every even k (interior MSE 0.054
     instead of 0.0088 at k = 2), and MaxPool(2) gives a slightly, consistently larger error.
     """

@@ -1,8 +1,8 @@
-"""Convolution by FFT (models/trunks/fft_conv.py) for the 9 x 9 kernels of the s = 3 network against
+"""Convolution by FFT, tile by tile (models/trunks/fft.py), for the 9 x 9 kernels of the s = 3 network against
 torch's direct convolution, one layer at a time and in the whole folded network, batch 5, float32:
-the measurements behind fft_conv.TILES. The README's performance section quotes them.
+the measurements behind fft.TILES. Their results: benchmarks/trials/README.md.
 
-    python benchmarks/fft_trial.py   # about 6 minutes on 2 CPU cores
+    python benchmarks/trials/fft_trial.py   # about 6 minutes on 2 CPU cores
 """
 
 import sys
@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from models.trunks import UNet, fold_for_inference  # noqa: E402
-from models.trunks.fft_conv import fft_conv2d, fft_tile  # noqa: E402
+from models.trunks.fft import fft_conv2d_tiled, fft_tile  # noqa: E402
 
 
 def timed(fn, reps=2):
@@ -37,8 +37,8 @@ def main():
             w = torch.randn(c_out, c_in, 9, 9) / (c_in * 81) ** 0.5
             tile = fft_tile(9, size, c_in) or 16  # 16 where direct is the choice
             ref = F.conv2d(x, w)
-            deviation = ((fft_conv2d(x, w, None, tile) - ref).abs().max() / ref.abs().max()).item()
-            direct, fft = timed(lambda: F.conv2d(x, w)), timed(lambda: fft_conv2d(x, w, None, tile))
+            deviation = ((fft_conv2d_tiled(x, w, None, tile) - ref).abs().max() / ref.abs().max()).item()
+            direct, fft = timed(lambda: F.conv2d(x, w)), timed(lambda: fft_conv2d_tiled(x, w, None, tile))
             print(f"  {size} px, {c_in} -> {c_out}, tile {tile}: {direct:.2f} / {fft:.2f} s ({direct / fft:.2f}x), "
                   f"rel. deviation {deviation:.1e}", flush=True)
         model = UNet(3).eval()

@@ -1,15 +1,26 @@
-"""Convolution by FFT for training: the whole padded image is one FFT tile, forward and backward.
+"""Convolution by FFT, for training, the folded inference copy and the zoom: one module, one rule.
 
-At these image sizes (32s px wide) an image fits one transform: the circular correlation of the
-padded input, zero-filled to a fast FFT size, equals the valid linear one. Per layer and step that
-is four transforms of the feature maps (the input and the output forward, the output's gradient
-and the input's gradient backward), and three batched products over the channels per frequency;
-the input's spectrum is kept from the forward for the weight's gradient. The kernel's spectrum and
-the weight's gradient (a k x k crop) are small DFT matrix products instead of transforms.
+A k x k kernel costs k^2 multiply-adds per pixel and channel pair in a direct convolution; in the
+Fourier domain a convolution is one complex multiply-add per frequency and channel pair (a batched
+matrix product over the channels) plus the transforms of the feature maps. Two ways to transform:
 
-fft_for_training(model) swaps the wide convolutions of a UNet for FFTTrainingConv2d, a Conv2d with the
-same parameters (same objects, same state-dict keys), so the optimizer and checkpoints see no
-difference; reuse_freed_memory() spares the large temporaries a page fault per step.
+- **The whole image** (fft_conv2d_whole): the padded image, zero-filled to a fast FFT size, is one
+  transform, so the circular correlation equals the valid linear one. Per layer and training step
+  that is four transforms of the feature maps (the input and the output forward, the output's
+  gradient and the input's gradient backward) and three batched products over the channels per
+  frequency; the input's spectrum is kept from the forward for the weight's gradient. The kernel's
+  spectrum and the weight's gradient (a k x k crop) are small DFT matrix products instead of
+  transforms. The kernel's spectrum has C x O numbers per frequency of the whole image, so this
+  suits few channels.
+- **Tiles** (fft_conv2d_tiled, overlap-save, forward only): T x T input tiles, each giving T - k + 1
+  valid outputs per axis. The transformed weights grow with the tile, not the image, which suits
+  many channels on large images; TILES holds the tile sizes that measured fastest.
+
+fft_plan(conv, output_size, for_training) is the one rule that picks direct, the whole image or a
+tile size for a convolution. FFTConv2d is a Conv2d with the same parameters (same objects, same
+state-dict keys) that computes by that rule; fft_for_training(model) swaps a UNet's wide
+convolutions for it in place, and fold_for_inference(model, fft=True) swaps the folded copy's.
+reuse_freed_memory() spares the large temporaries a page fault per step.
 """
 
 import ctypes
@@ -19,8 +30,55 @@ from functools import lru_cache
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .unet_parts import Divide, DoubleConv
+
+# The rule (fft_plan), from the measurements in benchmarks/trials/README.md, on 2-core CPUs, float32:
+MIN_KERNEL = 6  # narrower kernels go direct: too few taps to pay for the transforms
+# With few channels, whole-image transforms pay from 6 x 6 in training (per layer, forward and backward,
+# batch 32, against channels-last direct: 9 x 9 2.0-3.0x, 6 x 6 1.0-1.3x, benchmarks/trials/train_speed.py),
+# where the backward reuses the forward's spectra; for a forward alone, from 12 x 12 (the zoomed
+# networks' 3k x 3k at k >= 4: for the quick network zoomed to k = 4 / 6 / 8, batch 32, 1.4x / 2.3x / 3.6x).
+MIN_KERNEL_FORWARD = 12
+# From this many channels (the smaller of in and out), a forward goes by tiles where TILES has one and
+# direct elsewhere; training keeps the whole image, whose backward is written out below.
+MIN_CHANNELS = 64
+# (kernel size, smallest output size, tile): where tiles measured faster than torch's direct convolution
+# on a 2-core AVX2 CPU, batch 5 (benchmarks/trials/fft_trial.py; 1.6-2.3x per layer of 64-512 channels
+# at 48-384 px). Slower: below 48 px, 6 x 6 kernels (s = 2), and few channels.
+TILES = ((9, 256, 64), (9, 96, 32), (9, 48, 16))
+WHOLE_IMAGE = "whole image"  # fft_plan's answer for one transform of the whole padded image
+
+
+def fft_tile(kernel_size, output_size, channels):
+    """The tile for this kernel, output size and smaller channel count, or None where direct is faster."""
+    for kernel, smallest, tile in TILES:
+        if kernel_size == kernel and output_size >= smallest and channels >= MIN_CHANNELS:
+            return tile
+    return None
+
+
+def wants_fft(conv, min_kernel=MIN_KERNEL):
+    """Whether a convolution can go by FFT at all: stride 1, square kernels of min_kernel x min_kernel and up,
+    more than one input channel (the first layer would be 2-7x slower), zeros or reflect padding."""
+    kernel = conv.kernel_size[0]
+    return (conv.kernel_size[0] == conv.kernel_size[1] and kernel >= min_kernel and conv.stride == (1, 1)
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.in_channels > 1
+            and conv.padding[0] == conv.padding[1] and conv.padding_mode in ("zeros", "reflect"))
+
+
+def fft_plan(conv, output_size, for_training):
+    """How to compute conv on an output output_size pixels wide: None (direct), WHOLE_IMAGE, or a tile size.
+
+    for_training: a backward pass follows (the trainer's convolutions), else a forward alone (inference)."""
+    if not wants_fft(conv):
+        return None
+    kernel, channels = conv.kernel_size[0], min(conv.in_channels, conv.out_channels)
+    if channels >= MIN_CHANNELS and not for_training:
+        return fft_tile(kernel, output_size, channels)
+    return WHOLE_IMAGE if kernel >= (MIN_KERNEL if for_training else MIN_KERNEL_FORWARD) else None
+
 
 PRIMES = (2, 3, 5, 7, 13)  # 104 = 8 x 13 (s = 3, 96 px, padded) measured as fast as 108
 
@@ -208,11 +266,39 @@ class _FFTCorrelation(torch.autograd.Function):
 
 
 @torch.compiler.disable  # inductor has no complex kernels: compiled, this ran 3x slower; a graph break instead
-def fft_conv2d_train(x, weight, bias, padding, padding_mode, scale=1.0):
+def fft_conv2d_whole(x, weight, bias, padding, padding_mode, scale=1.0):
     """The same as a stride-1 Conv2d with this padding ("reflect" or "zeros"), times `scale`, forward
-    and backward, by FFT, for float32 x (B, C, H, W) and weight (O, C, k, k). The output has x's
-    memory format."""
+    and backward, by FFT of the whole padded image, for float32 x (B, C, H, W) and weight (O, C, k, k).
+    The output has x's memory format."""
     return _FFTCorrelation.apply(x, weight, bias, padding, padding_mode == "reflect", scale)
+
+
+def fft_conv2d_tiled(x, weight, bias, tile):
+    """The same as F.conv2d(x, weight, bias) (no padding, stride 1), computed tile by tile by FFT.
+
+    x: (B, C, H, W), weight: (O, C, k, k), bias: (O,) or None, tile: FFT size T > k.
+    Each T x T input tile gives T - k + 1 valid outputs per axis; tiles overlap by k - 1.
+    """
+    batch, channels, height, width = x.shape
+    out_channels, _, kernel, _ = weight.shape
+    out_h, out_w = height - kernel + 1, width - kernel + 1
+    step = tile - kernel + 1  # valid outputs per tile and axis
+    tiles_h, tiles_w = math.ceil(out_h / step), math.ceil(out_w / step)
+    x = F.pad(x, [0, tiles_w * step + kernel - 1 - width, 0, tiles_h * step + kernel - 1 - height])
+    tiles = x.unfold(2, tile, step).unfold(3, tile, step)  # (B, C, th, tw, T, T)
+    spectra = torch.fft.rfft2(tiles)  # (B, C, th, tw, T, T/2+1)
+    freqs = tile * (tile // 2 + 1)
+    # Correlation is multiplication by the conjugate spectrum; one matrix product over C per frequency.
+    kernels = torch.fft.rfft2(weight, s=(tile, tile)).conj().resolve_conj()  # (O, C, T, T/2+1); a lazy
+    # conjugate would send the matrix product below down a slow path
+    product = torch.bmm(spectra.permute(4, 5, 0, 2, 3, 1).reshape(freqs, -1, channels),
+                        kernels.permute(2, 3, 1, 0).reshape(freqs, channels, out_channels))  # (F, B th tw, O)
+    product = product.reshape(tile, tile // 2 + 1, batch, tiles_h, tiles_w, out_channels).permute(2, 5, 3, 4, 0, 1)
+    out = torch.fft.irfft2(product, s=(tile, tile))[..., :step, :step]  # (B, O, th, tw, step, step)
+    out = out.permute(0, 1, 2, 4, 3, 5).reshape(batch, out_channels, tiles_h * step, tiles_w * step)[
+        ..., :out_h, :out_w
+    ]
+    return out if bias is None else out + bias[:, None, None]
 
 
 def _autocast_enabled(device_type):
@@ -222,28 +308,48 @@ def _autocast_enabled(device_type):
         return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
-class FFTTrainingConv2d(nn.Conv2d):
-    """A Conv2d (stride 1, square kernel) followed by a division by `divisor`, computed by FFT in
-    float32, forward and backward; other dtypes (bfloat16 autocast) go the direct way. Same
-    parameters and state-dict keys as nn.Conv2d. (fft_conv.FFTConv2d is the inference one: tiled,
-    no backward.)"""
+class FFTConv2d(nn.Conv2d):
+    """A Conv2d (stride 1, square kernel) followed by a division by `divisor`, computed as fft_plan says:
+    by FFT in float32, direct otherwise (also under bfloat16 autocast, which torch.fft does not take).
+    Same parameters and state-dict keys as nn.Conv2d; made from one by as_fft."""
 
     divisor = 1  # the s^2 of the Divide it replaced (fft_for_training), else 1
+    for_training = False  # a backward pass follows: fft_plan's for_training
+    offset = 0  # output rows and columns dropped at the start (a zoom.CentredConv2d's, at even kernels)
 
-    def forward(self, x):  # (B, C, H, W) -> (B, O, H + 2p - k + 1, W + 2p - k + 1)
-        if x.dtype != torch.float32 or _autocast_enabled(x.device.type):
-            # bfloat16 autocast (--amp): torch.fft does not take bfloat16
+    def forward(self, x):  # (B, C, H, W) -> (B, O, H + 2p - k + 1 - offset, W + 2p - k + 1 - offset)
+        kernel, pad = self.kernel_size[0], self.padding[0]
+        plan = None
+        if x.dtype == torch.float32 and not _autocast_enabled(x.device.type):
+            plan = fft_plan(self, x.shape[-1] + 2 * pad - kernel + 1, self.for_training)
+        if plan is None:
             out = super().forward(x)
-            return out / self.divisor if self.divisor != 1 else out
-        return fft_conv2d_train(x, self.weight, self.bias, self.padding[0], self.padding_mode, 1 / self.divisor)
+            out = out / self.divisor if self.divisor != 1 else out
+        elif plan == WHOLE_IMAGE:
+            out = fft_conv2d_whole(x, self.weight, self.bias, pad, self.padding_mode, 1 / self.divisor)
+        else:
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            out = fft_conv2d_tiled(F.pad(x.contiguous(), [pad] * 4, mode=mode), self.weight, self.bias, plan)
+            out = out / self.divisor if self.divisor != 1 else out
+        return out[..., self.offset :, self.offset :] if self.offset else out
 
     def extra_repr(self):
-        return super().extra_repr() + (f", divisor={self.divisor}" if self.divisor != 1 else "")
+        extra = [f"divisor={self.divisor}"] * (self.divisor != 1) + ["for_training=True"] * self.for_training
+        return ", ".join([super().extra_repr(), *extra, *[f"offset={self.offset}"] * (self.offset != 0)])
 
 
-def fft_for_training(model, min_kernel=6):
+def as_fft(conv, for_training=False, divisor=1):
+    """conv (an nn.Conv2d or a zoom.CentredConv2d, whose crop it keeps) as an FFTConv2d, in place: the same
+    object and parameters; returns it."""
+    offset = getattr(conv, "offset", 0)
+    conv.__class__ = FFTConv2d
+    conv.for_training, conv.divisor, conv.offset = for_training, divisor, offset
+    return conv
+
+
+def fft_for_training(model, min_kernel=MIN_KERNEL):
     """Swap the wide convolutions of a UNet (kernels min_kernel x min_kernel and up: 6 is s >= 2, 9 is
-    s >= 3; never the first layer with its single input channel) for FFTTrainingConv2d, in place, keeping
+    s >= 3; never the first layer with its single input channel) for FFTConv2d, in place, keeping
     every parameter object, and fold the division by s^2 that follows a DoubleConv's convolutions
     into them (its Divide becomes an Identity); returns the model. The state dict keeps its keys and
     tensors; the network computes the same function up to float32 rounding, in any memory format
@@ -255,23 +361,11 @@ def fft_for_training(model, min_kernel=6):
             for i in (0, 4):
                 conv, divide = layers[i], layers[i + 1]
                 if type(conv) is nn.Conv2d and wants_fft(conv, min_kernel) and isinstance(divide, Divide):
-                    conv.__class__ = FFTTrainingConv2d
-                    conv.divisor = divide.divisor
+                    as_fft(conv, for_training=True, divisor=divide.divisor)
                     layers[i + 1] = nn.Identity()
     if type(model.prediction) is nn.Conv2d and wants_fft(model.prediction, min_kernel):
-        model.prediction.__class__ = FFTTrainingConv2d
+        as_fft(model.prediction, for_training=True)
     return model
-
-
-def wants_fft(conv, min_kernel=6):
-    """Whether to train this convolution by FFT: kernels of min_kernel x min_kernel and up with more
-    than one input channel. Per layer, forward and backward, batch 32, against channels-last direct (one core):
-    9 x 9 (s = 3) 2.0-3.0x; 6 x 6 (s = 2) 1.0-1.3x, the prediction layer (one output) 1.4-1.6x;
-    the first layer (one input channel) would be 2-7x slower (benchmarks/train_speed.py)."""
-    kernel = conv.kernel_size[0]
-    return (conv.kernel_size[0] == conv.kernel_size[1] and kernel >= min_kernel and conv.stride == (1, 1)
-            and conv.dilation == (1, 1) and conv.groups == 1 and conv.in_channels > 1
-            and conv.padding[0] == conv.padding[1] and conv.padding_mode in ("zeros", "reflect"))
 
 
 def reuse_freed_memory():

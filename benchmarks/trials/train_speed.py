@@ -1,5 +1,5 @@
 """Training speed of the quick preset's small U-nets on a CPU: the direct convolution against the
-FFT one (models/trunks/fft_train.py), and optionally bfloat16 autocast and torch.compile.
+FFT one (models/trunks/fft.py), and optionally bfloat16 autocast and torch.compile.
 
 One training step is what the trainer does: forward, mean squared error, backward, Adam. Every
 variant trains its own copy of one seeded network on the same batches; the variants' steps are
@@ -8,10 +8,10 @@ figure is a median. The deviation columns compare one step's output and paramete
 the first --deviation-batch images) with the direct network's in float64: max |a - b| / max |b|,
 the worst tensor (direct-cl's own row shows what float32 rounding alone gives).
 
-    python benchmarks/train_speed.py                                  # s = 2, 3; widths 8, 16 (about 5 min)
-    python benchmarks/train_speed.py --scalings 1 2 3 --variants fft bf16-cl bf16-fft compile-cl
-    python benchmarks/train_speed.py --threads 1 --clock cpu          # process CPU time, 1 thread
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/train_speed.py --clock busiest-thread
+    python benchmarks/trials/train_speed.py                                  # s = 2, 3; widths 8, 16 (about 5 min)
+    python benchmarks/trials/train_speed.py --scalings 1 2 3 --variants fft bf16-cl bf16-fft compile-cl
+    python benchmarks/trials/train_speed.py --threads 1 --clock cpu          # process CPU time, 1 thread
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/trials/train_speed.py --clock busiest-thread
 
 Clocks: wall (elapsed; what an unloaded machine shows, but on a loaded one the variants with many
 short parallel regions lose most), cpu (this process's CPU time; steady with --threads 1), and
@@ -20,7 +20,7 @@ OMP_WAIT_POLICY=PASSIVE, so that waiting threads sleep instead of spinning, an e
 elapsed time on an unloaded machine that a loaded one disturbs little).
 
 Variants: direct-cl (the baseline: channels-last, float32), direct (NCHW), fft (FFT convolutions,
-models.trunks.fft_train.fft_for_training, channels-last), fft-nchw, bf16-cl, bf16-fft (bfloat16
+models.trunks.fft.fft_for_training, channels-last), fft-nchw, bf16-cl, bf16-fft (bfloat16
 autocast; the FFT layers fall back to direct convolutions under autocast), compile-cl, compile-fft
 (torch.compile of the model; its first two steps, with the compilations, are printed apart). Not
 part of the tests.
@@ -37,9 +37,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from models.trunks import UNet  # noqa: E402
-from models.trunks.fft_train import fft_for_training, reuse_freed_memory  # noqa: E402
+from models.trunks.fft import fft_for_training, reuse_freed_memory  # noqa: E402
 
 VARIANTS = ("direct-cl", "direct", "fft", "fft-nchw", "bf16-cl", "bf16-fft", "compile-cl", "compile-fft")
 

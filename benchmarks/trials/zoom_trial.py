@@ -1,4 +1,4 @@
-"""Zoom trial: one trained s = 1 U-net evaluated at k = 1, 2, 3, 4, 6, 8 times its resolution (issue 12).
+"""Zoom trial: one trained s = 1 U-net evaluated at k = 1, 2, 3, 4, 6, 8 times its resolution.
 
 For every k and pooling variant (models/trunks/zoom.py), the first N test images of
 sample_circles(10_000, seed=0), rasterised at size_orig * k with fixed seeded noise, go through
@@ -14,7 +14,7 @@ zoom(model, k) and give:
                what a network that computed the k = 1 function at every k would score
 Medians come with seeded 95% bootstrap intervals (images resampled, utils.metrics.median_interval).
 
-    python benchmarks/zoom_trial.py --checkpoint CKPT.pt [--n-images 32] [--ks 1 2 3 4 6 8] \
+    python benchmarks/trials/zoom_trial.py --checkpoint CKPT.pt [--n-images 32] [--ks 1 2 3 4 6 8] \
         [--variants pixels physical pixels+centre physical+centre]
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from models.trunks import UNet, fold_for_inference, zoom  # noqa: E402
 from utils.circles import noisy_pairs, sample_circles, split  # noqa: E402
 from utils.metrics import GAP, _crossing, edge_measures, find_edges, interior, median_interval  # noqa: E402

@@ -1,9 +1,9 @@
-"""Where the time of one FFT training convolution goes (models/trunks/fft_train.py): each piece of the
+"""Where the time of one FFT training convolution goes (models/trunks/fft.py, the whole image): each piece of the
 forward and backward of a width x width layer of the quick preset (batch 32, channels-last input),
 against the direct convolution's forward + backward, at s = 2 and 3. One thread, this process's CPU
 time (steady on a shared machine), the best of 5 interleaved rounds.
 
-    python benchmarks/fft_train_components.py [width]   # about a minute
+    python benchmarks/trials/fft_train_components.py [width]   # about a minute
 """
 
 import sys
@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models.trunks import fft_train as ft  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from models.trunks import fft as ft  # noqa: E402
 
 
 def main():

@@ -3,7 +3,7 @@ network pay on a CPU? One grouped convolution (groups=2, 2 x 16 channels) agains
 16-channel convolutions, forward and backward, at the quick preset's sizes (batch 32, channels-last,
 float32, the s = 2 and s = 3 kernels and image sizes). Interleaved, medians.
 
-    python benchmarks/grouped_conv_trial.py   # about a minute
+    python benchmarks/trials/grouped_conv_trial.py   # about a minute
 """
 
 import statistics
