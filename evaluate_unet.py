@@ -533,7 +533,7 @@ def build_parser(preset="paper"):
                         help="auto: cuda if available, else mps, else cpu")
     parser.add_argument("--amp", action="store_true",
                         help="bfloat16 autocast (for GPUs and CPUs with native bfloat16; emulated and far slower on "
-                        f"AVX2-only CPUs). {AMP_GAIN}")
+                        f"AVX2-only CPUs). {AMP_GAIN}".replace("%", "%%"))
     parser.add_argument("--eager", action="store_true",
                         help="run each network module by module as defined (the reference), not the default fast "
                         "float32 path with BatchNorm and /s^2 folded into the convolutions and, on the CPU, the s = 3 "
