@@ -642,7 +642,7 @@ def test_the_bfloat16_note_is_for_the_papers_networks_only(tmp_path, monkeypatch
     write_run(config, [(1, 0.0)])
     assert main(["--weights-dir", config.out_dir, "--output-dir", str(tmp_path / "o"), "--n-test", "-5"]) == 2
     assert main(["--weights-dir", config.out_dir, "--output-dir", str(tmp_path / "o"), "--n-test", "2"]) == 0
-    assert "native bfloat16" not in capsys.readouterr().out  # the note (the folder's path may hold the word)
+    assert "native bfloat16" not in capsys.readouterr().out  # the note amp_advice gives on such a CPU
 
 
 def test_an_http_error_from_zenodo_says_what_to_check(tmp_path):

@@ -113,7 +113,7 @@ def test_a_preset_says_which_values_of_the_config_block_it_replaces(tmp_path, ca
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == ("unet_circles.py: preset quick sets lr, lr_schedule, bn_recalibration, channels_last in place "
                         "of the Config block's values (edit PRESETS, or give flags, to change them)")
-    assert not any("bfloat16" in line for line in lines)  # the gain of --amp: said for the paper's networks only
+    assert not any("native bfloat16" in line for line in lines)  # the gain of --amp: for the paper's networks only
     main([*TINY, "--epochs", "1", "--output-dir", str(tmp_path / "paper")])
     assert "in place of the Config block" not in capsys.readouterr().out  # the paper preset replaces nothing
 
