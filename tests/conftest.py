@@ -1,6 +1,8 @@
 """Tests run from the repository root's modules on 2 CPU threads."""
 
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,3 +26,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def stop_at(cmd, marker, signum=signal.SIGTERM):
+    """Run a script as a user does and send it signum at the first line of output holding marker; returns what it
+    printed after that line and its exit status."""
+    run = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in run.stdout:
+        if marker in line:
+            run.send_signal(signum)
+            break
+    return run.stdout.read(), run.wait(timeout=60)

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ENV
+from conftest import ENV, stop_at
 from test_evaluate import read_metrics
 from test_trainer import ROOT, SMALL, assert_same, config_of
 
@@ -130,13 +130,8 @@ def test_a_zoom_start_stopped_mid_epoch_resumes_to_the_uninterrupted_weights(s1_
             (tmp_path / name / path.name).write_bytes(path.read_bytes())
     main([*argv, "--out-dir", str(tmp_path / "a")])
     cmd = [sys.executable, "unet_circles.py", *argv, "--out-dir", str(tmp_path / "b")]
-    run = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in run.stdout:
-        if "epoch 1:" in line:
-            run.send_signal(signal.SIGTERM)
-            break
-    assert "stopped in epoch 2" in run.stdout.read()
-    assert run.wait(timeout=60) == 128 + signal.SIGTERM
+    rest, status = stop_at(cmd, "epoch 1:")
+    assert "stopped in epoch 2" in rest and status == 128 + signal.SIGTERM
     resumed = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0 and "resuming at epoch 2" in resumed.stdout, resumed.stderr
     assert_same(weights(tmp_path / "a", 2, init="zoom"), weights(tmp_path / "b", 2, init="zoom"))

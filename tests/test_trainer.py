@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ENV
+from conftest import ENV, stop_at
 
 from fake_zenodo import free_port
 from models.trunks import UNet
@@ -149,13 +149,8 @@ def test_the_same_seed_gives_the_same_weights_and_another_seed_does_not(run_a, t
 
 def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(run_a, tmp_path):
     cmd = [sys.executable, "unet_circles.py", *TINY, "--out-dir", str(tmp_path)]
-    run = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in run.stdout:
-        if "epoch 1:" in line:  # epoch 2 has just begun
-            run.send_signal(signal.SIGTERM)
-            break
-    assert "stopped in epoch 2" in run.stdout.read()
-    assert run.wait(timeout=60) == 128 + signal.SIGTERM
+    rest, status = stop_at(cmd, "epoch 1:")  # epoch 2 has just begun
+    assert "stopped in epoch 2" in rest and status == 128 + signal.SIGTERM
     state = load_checkpoint(model_files(config_of(*TINY, "--out-dir", str(tmp_path)), 1, 0.0).state)
     assert state["epochs_done"] == 1 and 0 < state["steps_done"] < 16  # really mid-epoch
     resumed = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
