@@ -572,7 +572,7 @@ def test_ctrl_c_is_one_line_and_exit_status_130(tmp_path):
         if "images in" in line:  # the first model is done, six more to go
             run.send_signal(signal.SIGINT)
             break
-    assert run.wait(timeout=60) == 130
+    assert run.wait(timeout=120) == 130
     assert run.stderr.read() == ("evaluate_unet.py: interrupted; rerun the command to evaluate (files it had begun "
                                  "to write may be incomplete)\n")
 

@@ -115,7 +115,7 @@ def test_a_preset_says_which_values_of_the_config_block_it_replaces(tmp_path, ca
                         "of the Config block's values (edit PRESETS, or give flags, to change them)")
     assert not any("native bfloat16" in line for line in lines)  # the gain of --amp: for the paper's networks only
     main([*TINY, "--epochs", "1", "--output-dir", str(tmp_path / "paper")])
-    assert "in place of the Config block" not in capsys.readouterr().out  # the paper preset replaces nothing
+    assert "unet_circles.py: preset" not in capsys.readouterr().out  # the paper preset replaces nothing
 
 
 def test_a_run_learns_and_writes_the_authors_files(run_a):
