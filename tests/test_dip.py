@@ -28,6 +28,7 @@ from deep_image_prior import (
     perturbation,
     planned,
     pooled,
+    start_fit,
     summary_rows,
 )
 from utils import metrics, phantom
@@ -216,6 +217,16 @@ def test_two_seeds_fit_the_same_noisy_image_differently_and_the_summary_pools_th
                 (min(values), max(values)), rel=1e-5)
 
 
+def test_a_seed_draws_the_initialisation_and_every_reg_of_one_seed_and_s_starts_from_it(tmp_path):
+    config = config_of(*TINY, "--output-dir", str(tmp_path))
+    (tmp_path / "fits").mkdir()
+    nets = {fit: start_fit(config, fit, "cpu")[0].state_dict() for fit in (Fit(0, 2, 0.0), Fit(0, 2, 1e-3),
+                                                                         Fit(1, 2, 0.0))}
+    same, other_seed = (nets[Fit(0, 2, 0.0)], nets[Fit(0, 2, 1e-3)]), nets[Fit(1, 2, 0.0)]
+    assert all(torch.equal(same[0][k], same[1][k]) for k in same[0])
+    assert not torch.equal(same[0]["inc.double_conv.0.weight"], other_seed["inc.double_conv.0.weight"])
+
+
 def test_pooling_identical_seeds_gives_the_one_seed_summary_with_zero_width_intervals(run_a):
     config = config_of(*TINY, "--output-dir", str(run_a))
     results = collect(config)  # seed 0 only
@@ -321,7 +332,7 @@ def test_a_state_of_other_values_is_an_error_and_fresh_starts_over(run_a, tmp_pa
     with pytest.raises(SystemExit) as exit:
         main([*TINY, "--lr", "0.02", "--output-dir", str(tmp_path / "run")])
     assert exit.value.code == 2
-    assert "was made with lr = 0.01, this command has 0.02; use --fresh" in capsys.readouterr().err
+    assert "was made with lr = 0.001, this command has 0.02; use --fresh" in capsys.readouterr().err
     main([*TINY, "--lr", "0.02", "--scalings", "1", "--iterations", "5", "--checkpoint-every", "5", "--fresh",
           "--output-dir", str(tmp_path / "run")])
     assert len(curve(tmp_path / "run", 1)) == 5
@@ -336,9 +347,10 @@ def test_every_field_has_a_flag_and_the_presets_differ_where_they_say():
     assert set(field_help(Config)) == {f.name for f in Config.__dataclass_fields__.values()}
     quick = config_of("--preset", "quick")
     assert (quick.size_orig, quick.width, quick.depth, quick.output_dir) == (64, 16, 3, "data/results/dip/quick")
+    assert (quick.seeds, quick.iterations, quick.stop_drop, quick.weight_decays) == ((0, 1, 2), 1800, 0.5, (0, 1e-2))
     assert config_of("--preset", "quick", "--weight-decays", "0", "1e-3").weight_decays == (0.0, 1e-3)
     paper = config_of()
-    assert paper.iterations == 3000 and paper.lr == 0.01 and paper.input_noise == pytest.approx(1 / 30)
+    assert paper.iterations == 3000 and paper.lr == 0.001 and paper.input_noise == pytest.approx(1 / 30)
     assert paper.seeds == (0,) and config_of("--seeds", "4", "2").seeds == (4, 2)
 
 

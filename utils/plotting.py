@@ -217,7 +217,7 @@ def psnr_figure(path, panels, title, caption):
                 ax.fill_between(iterations, np.nanmin(stacked, axis=0), np.nanmax(stacked, axis=0), color=color,
                                 alpha=0.25, linewidth=0)
             ax.plot(iterations, np.nanmedian(stacked, axis=0), color=color, linewidth=1,
-                    label=f"{label} ({len(curves)} seed{'s' * (len(curves) > 1)})")
+                    label=f"{label}, median of {len(curves)} seeds" if len(curves) > 1 else label)
             for curve, best in zip(curves, bests, strict=True):
                 ax.plot(best, curve[best - 1], "o", color=color, markersize=4)
                 ax.plot(len(curve), curve[-1], "x", color=color, markersize=5)
