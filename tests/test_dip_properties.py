@@ -9,13 +9,14 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from deep_image_prior import build_parser, config_from_args, fit_path, main
+from deep_image_prior import Fit, build_parser, config_from_args, fit_path, main
 from models.trunks import UNet
 
 SIZE, REG, ITERATIONS, SCALINGS = 16, 1e-2, 4, (1, 2, 3)
 # The Config block's values except the sizes: no --ema, --clip or --input-noise, so their defaults are what runs.
 FLAGS = ["--size-orig", str(SIZE), "--width", "8", "--depth", "1", "--input-channels", "4", "--iterations",
-         str(ITERATIONS), "--scalings", *map(str, SCALINGS), "--weight-decays", str(REG), "--device", "cpu"]
+         str(ITERATIONS), "--scalings", *map(str, SCALINGS), "--weight-decays", str(REG), "--device", "cpu",
+         "--checkpoint-every", str(ITERATIONS), "--stop-drop", "0"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -88,7 +89,7 @@ def test_the_noisy_image_is_clipped_to_0_1_and_is_what_the_fit_aims_at(run, s):
     grey = (clean > 0.15) & (clean < 0.45)  # levels 0.2 to 0.4: two noise deviations from 0, six from 1
     assert np.std(noisy[grey] - clean[grey]) == pytest.approx(25 / 255, rel=0.2)
     config = config_from_args(build_parser().parse_args([*FLAGS, "--output-dir", str(run["folder"])]))
-    with open(fit_path(config, s, REG, ".csv")) as file:
+    with open(fit_path(config, Fit(config.seeds[0], s, REG), ".csv")) as file:
         first_loss = float(next(csv.DictReader(file))["loss"])
     # The first iteration's loss: the mean squared distance of the first iterate to that noisy image.
     assert first_loss == pytest.approx(np.mean((run["outputs"][s][0][0, 0].numpy() - noisy) ** 2), rel=1e-5)

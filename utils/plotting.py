@@ -18,6 +18,7 @@ from .metrics import GROUND_TRUTH, NOISY_INPUT  # noqa: E402
 CAPTION_CHAR = 0.6 * 6 / 72  # inches: the width of a character of the 6 pt monospace caption (0.6 em)
 CUT_STYLE = dict(marker=".", linestyle="none", markersize=2, color="tab:blue")  # the paper plots cuts as dots
 TRUTH_STYLE = dict(color="0.6", linewidth=0.8)  # the ground truth beneath a cut
+FAINT_STYLE = dict(CUT_STYLE, color="tab:orange", alpha=0.35)  # further cuts beneath the main one (other seeds)
 
 
 def value_range(images):
@@ -33,15 +34,17 @@ def comparison_figure(path, columns, title, caption, row_labels=None):
 
     columns: (label, images (n, H, W), cut rows (n,), truths (n, H, W) or None) each; H may differ between
     columns. Beneath each column's dots its own ground truth along the same row is drawn as a grey line, so a
-    cut that meets a plateau of the finer truth is not mistaken for a network effect.
+    cut that meets a plateau of the finer truth is not mistaken for a network effect. A fifth entry, per sample a
+    list of further images of the column's size (e.g. other seeds' outputs), adds their cuts as faint dots.
     row_labels: one label per image row (default: sample 0, sample 1, ...).
     """
     n_samples, n_columns = len(columns[0][1]), len(columns)
     fig, axes = plt.subplots(2 * n_samples, n_columns, figsize=(0.8 + 1.9 * n_columns, 2.9 * n_samples),
                              gridspec_kw=dict(height_ratios=[1.7, 0.8] * n_samples), squeeze=False)
     for i in range(n_samples):
-        low, high = value_range([images[i] for _, images, _, _ in columns])
-        for c, (label, images, rows, truths) in enumerate(columns):
+        faint = [column[4][i] if len(column) > 4 else [] for column in columns]
+        low, high = value_range([column[1][i] for column in columns] + [image for group in faint for image in group])
+        for c, (label, images, rows, truths, *_) in enumerate(columns):
             image, row = images[i], rows[i]
             size = image.shape[-1]
             ax = axes[2 * i, c]
@@ -57,6 +60,8 @@ def comparison_figure(path, columns, title, caption, row_labels=None):
             x = (np.arange(size) + 0.5) / size
             if truths is not None:
                 cut.step(x, truths[i][row], where="mid", **TRUTH_STYLE)
+            for other in faint[c]:
+                cut.plot(x, other[row], **FAINT_STYLE)
             cut.plot(x, image[row], **CUT_STYLE)
             cut.set_xlim(0, 1)
             cut.set_ylim(low, high)
@@ -200,23 +205,35 @@ def training_figure(path, logs, title, caption):
 
 
 def psnr_figure(path, panels, title, caption):
-    """PSNR against iteration, one panel per weight decay and one line per s, the best and final iterations marked.
+    """PSNR against iteration, one panel per weight decay and per s the seeds' curves as a band, their median as a
+    line, each seed's best iteration (dot) and last iteration (cross) marked.
 
-    panels: {panel title: {line label: (psnr per iteration (T,), best iteration (1-based), reference PSNR
-    of the noisy input)}}. Shows where a deep image prior starts to fit the noise.
+    panels: {panel title: {line label: (per seed the psnr per iteration (T_k,), per seed the best iteration
+    (1-based), reference PSNR of the noisy input)}}; the curves may differ in length: at each iteration the band
+    and the median cover the seeds whose fits reached it. Shows where a deep image prior starts to fit the noise.
     """
     width = max(9.0, 0.6 + 4.2 * len(panels))  # at least the width of the caption's lines
     fig, axes = plt.subplots(1, len(panels), figsize=(width, 3.6), squeeze=False, sharey=True)
     for ax, (panel, lines) in zip(axes[0], panels.items(), strict=False):
-        for c, (label, (psnr, best, noisy)) in enumerate(lines.items()):
+        for c, (label, (curves, bests, noisy)) in enumerate(lines.items()):
             color = f"C{c}"
-            iterations = np.arange(1, len(psnr) + 1)
-            ax.plot(iterations, psnr, color=color, linewidth=1, label=label)
-            ax.plot(best, psnr[best - 1], "o", color=color, markersize=5)
-            ax.plot(len(psnr), psnr[-1], "x", color=color, markersize=6)
+            longest = max(len(curve) for curve in curves)
+            stacked = np.full((len(curves), longest), np.nan)
+            for k, curve in enumerate(curves):
+                stacked[k, : len(curve)] = curve
+            iterations = np.arange(1, longest + 1)
+            if len(curves) > 1:
+                ax.fill_between(iterations, np.nanmin(stacked, axis=0), np.nanmax(stacked, axis=0), color=color,
+                                alpha=0.25, linewidth=0)
+            ax.plot(iterations, np.nanmedian(stacked, axis=0), color=color, linewidth=1,
+                    label=f"{label}, median of {len(curves)} seeds" if len(curves) > 1 else label)
+            for curve, best in zip(curves, bests, strict=True):
+                ax.plot(best, curve[best - 1], "o", color=color, markersize=4)
+                ax.plot(len(curve), curve[-1], "x", color=color, markersize=5)
             ax.axhline(noisy, color=color, linestyle=":", linewidth=0.8)
-        ax.plot([], [], "ko", markersize=5, label="best PSNR")
-        ax.plot([], [], "kx", markersize=6, label="final iteration")
+        ax.plot([], [], color="0.5", alpha=0.4, linewidth=6, label="range over the seeds")
+        ax.plot([], [], "ko", markersize=4, label="best PSNR, per seed")
+        ax.plot([], [], "kx", markersize=5, label="last iteration, per seed")
         ax.plot([], [], "k:", linewidth=0.8, label="noisy input")
         ax.set_title(panel, fontsize=9)
         ax.set_xlabel("iteration")
