@@ -244,8 +244,7 @@ def test_pooling_identical_seeds_gives_the_one_seed_summary_with_zero_width_inte
 
 def test_pooling_takes_the_median_and_the_range_over_the_seeds():
     rows = [dict(scaling=1, reg=0.0, kind="best", n_images=1, n_edges=93, end=end, iteration=iteration,
-                 **{m: value for m in ("jump_ratio", "rise_width_px", "rise_width_phys", "psnr", "psnr_interior",
-                                       "ssim", "ssim_interior")})
+                 **dict.fromkeys(metrics.SET_MEASURES, value))
             for end, iteration, value in (("fell", 300, 21.0), ("rising", 100, 20.0), ("fell", 200, 26.0))]
     row = pooled(rows)
     assert (row["psnr"], row["psnr_low"], row["psnr_high"]) == (21.0, 20.0, 26.0)
