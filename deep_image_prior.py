@@ -108,6 +108,8 @@ PRESETS = {
 RESUMABLE_CHANGES = ("scalings", "weight_decays", "checkpoint_every", "output_dir", "device")
 PROG = "deep_image_prior.py"
 RESUMABLE_CHANGES += ("cut_height",)  # the figures' cut: evaluation only
+# A larger cap continues the fits that reached the old one, exactly: nothing in a fit's course depends on its length.
+RESUMABLE_CHANGES += ("iterations",)
 
 # ----------------------------------------------------------------------------------------------
 # Command line: one flag per Config field, its help the field's comment above.
@@ -314,6 +316,16 @@ def finished(config, fit, run, length):
     return run["done"] == length
 
 
+def check_length(config, fit, run, length):
+    """A ConfigError if the fit has run more than the `length` iterations planned() for it: a cap below what it ran,
+    or its reg 0 fit fitted anew and ended earlier."""
+    if length is not None and run["done"] > length:
+        limit = (f"--iterations {length}" if length == config.iterations
+                 else f"the {length} of the reg 0 fit of its seed and s")
+        raise ConfigError(f"the fit {fit_path(config, fit, '.state.pt')} has run {run['done']} iterations, more than "
+                          f"{limit}; use --fresh to start it over or another --output-dir")
+
+
 # ----------------------------------------------------------------------------------------------
 # Fitting: Adam on the mean squared error to the noisy image, the output averaged over the iterates
 # ----------------------------------------------------------------------------------------------
@@ -371,9 +383,7 @@ def fit_one(config, fit, device, stop):
     """Run one fit to its end, resuming from its state; returns a signal number if stopped, else 0."""
     net, optimizer, run = start_fit(config, fit, device)
     path, length = fit_path(config, fit, ".state.pt"), planned(config, fit)
-    if run["done"] > length:  # its reg 0 fit was fitted anew and ended earlier
-        raise ConfigError(f"the fit {path} has run {run['done']} iterations, more than the {length} of the reg 0 fit "
-                          "of its seed and s; use --fresh to start it over")
+    check_length(config, fit, run, length)
     if finished(config, fit, run, length):
         print(f"{fit}: already fitted, {path}")
         return 0
@@ -633,7 +643,9 @@ def main(argv=None):
                 for suffix in (".state.pt", ".csv", ".json"):
                     fit_path(config, fit, suffix).unlink(missing_ok=True)
             else:
-                read_state(config, fit, mmap=True)
+                state = read_state(config, fit, mmap=True)
+                if state is not None:
+                    check_length(config, fit, state["progress"], planned(config, fit))
     except (ConfigError, CheckpointError) as err:
         fail(err)
     amp_advice(config.amp, device, PROG)
