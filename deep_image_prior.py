@@ -67,7 +67,7 @@ class Config:
     # fitting
     scalings: tuple[int, ...] = (1, 2, 3)  # resolution factors s, each >= 1
     weight_decays: tuple[float, ...] = (0.0, 1e-3, 1e-2, 1e-1)  # reg values, each fitted at every s; Adam: reg / s^2
-    seeds: tuple[int, ...] = (0,)  # one fit of every (s, reg) per seed, each to the same noisy image; see below
+    seeds: tuple[int, ...] = (0,)  # one fit of every (s, reg) per seed (input, init, perturbations), one noisy image
     # A seed draws the fixed input, the initialisation (per s; the same for every reg) and the perturbations.
     # How long a fit runs, by one rule at every s: the reg 0 fit of a seed and s until its output's PSNR has fallen
     # stop_drop dB below its best (it has peaked and fits the noise), at most --iterations; the reg > 0 fits of
@@ -81,7 +81,7 @@ class Config:
     # spikes); lr 0.001 with reg 1e-2 holds the fit above the noise level as that does, with one spike of 1.2 dB,
     # its steps being smaller. Hence lr 0.001 and weight decays ten times those lr 0.01 needs; the reg 0 fit then
     # peaks at iteration 691 instead of 567 (benchmarks/results_dip_weight_decay.txt).
-    lr: float = 0.001  # Adam learning rate, the same at every s and reg (DIP: 0.01; see above)
+    lr: float = 0.001  # Adam learning rate, the same at every s and reg (DIP: 0.01, with which weight decay spikes)
     ema: float = 0.99  # the output: this exponential average of the iterates' outputs (DIP: 0.99; 0: the last one)
     checkpoint_every: int = 250  # save the state and log a line every this many iterations (a stop saves too)
     output_dir: str = "data/results/dip/paper"  # where the fits and results go
