@@ -67,7 +67,7 @@ class Config:
     # fitting
     scalings: tuple[int, ...] = (1, 2, 3)  # resolution factors s, each >= 1
     weight_decays: tuple[float, ...] = (0.0, 1e-3, 1e-2, 1e-1)  # reg values, each fitted at every s; Adam: reg / s^2
-    seeds: tuple[int, ...] = (0,)  # one fit of every (s, reg) per seed, each to the same noisy image; see below
+    seeds: tuple[int, ...] = (0,)  # one fit of every (s, reg) per seed (input, init, perturbations), one noisy image
     # A seed draws the fixed input, the initialisation (per s; the same for every reg) and the perturbations.
     # How long a fit runs, by one rule at every s: the reg 0 fit of a seed and s until its output's PSNR has fallen
     # stop_drop dB below its best (it has peaked and fits the noise), at most --iterations; the reg > 0 fits of
@@ -81,7 +81,7 @@ class Config:
     # spikes); lr 0.001 with reg 1e-2 holds the fit above the noise level as that does, with one spike of 1.2 dB,
     # its steps being smaller. Hence lr 0.001 and weight decays ten times those lr 0.01 needs; the reg 0 fit then
     # peaks at iteration 691 instead of 567 (benchmarks/trials/dip_weight_decay.txt).
-    lr: float = 0.001  # Adam learning rate, the same at every s and reg (DIP: 0.01; see above)
+    lr: float = 0.001  # Adam learning rate, the same at every s and reg (DIP: 0.01, with which weight decay spikes)
     ema: float = 0.99  # the output: this exponential average of the iterates' outputs (DIP: 0.99; 0: the last one)
     checkpoint_every: int = 250  # save the state and log a line every this many iterations (a stop saves too)
     output_dir: str = "data/results/dip/paper"  # where the fits and results go
@@ -108,6 +108,8 @@ PRESETS = {
 RESUMABLE_CHANGES = ("scalings", "weight_decays", "checkpoint_every", "output_dir", "device")
 PROG = "deep_image_prior.py"
 RESUMABLE_CHANGES += ("cut_height",)  # the figures' cut: evaluation only
+# A larger cap continues the fits that reached the old one, exactly: nothing in a fit's course depends on its length.
+RESUMABLE_CHANGES += ("iterations",)
 
 # ----------------------------------------------------------------------------------------------
 # Command line: one flag per Config field, its help the field's comment above.
@@ -314,6 +316,16 @@ def finished(config, fit, run, length):
     return run["done"] == length
 
 
+def check_length(config, fit, run, length):
+    """A ConfigError if the fit has run more than the `length` iterations planned() for it: a cap below what it ran,
+    or its reg 0 fit fitted anew and ended earlier."""
+    if length is not None and run["done"] > length:
+        limit = (f"--iterations {length}" if length == config.iterations
+                 else f"the {length} of the reg 0 fit of its seed and s")
+        raise ConfigError(f"the fit {fit_path(config, fit, '.state.pt')} has run {run['done']} iterations, more than "
+                          f"{limit}; use --fresh to start it over or another --output-dir")
+
+
 # ----------------------------------------------------------------------------------------------
 # Fitting: Adam on the mean squared error to the noisy image, the output averaged over the iterates
 # ----------------------------------------------------------------------------------------------
@@ -371,9 +383,7 @@ def fit_one(config, fit, device, stop):
     """Run one fit to its end, resuming from its state; returns a signal number if stopped, else 0."""
     net, optimizer, run = start_fit(config, fit, device)
     path, length = fit_path(config, fit, ".state.pt"), planned(config, fit)
-    if run["done"] > length:  # its reg 0 fit was fitted anew and ended earlier
-        raise ConfigError(f"the fit {path} has run {run['done']} iterations, more than the {length} of the reg 0 fit "
-                          "of its seed and s; use --fresh to start it over")
+    check_length(config, fit, run, length)
     if finished(config, fit, run, length):
         print(f"{fit}: already fitted, {path}")
         return 0
@@ -633,7 +643,9 @@ def main(argv=None):
                 for suffix in (".state.pt", ".csv", ".json"):
                     fit_path(config, fit, suffix).unlink(missing_ok=True)
             else:
-                read_state(config, fit, mmap=True)
+                state = read_state(config, fit, mmap=True)
+                if state is not None:
+                    check_length(config, fit, state["progress"], planned(config, fit))
     except (ConfigError, CheckpointError) as err:
         fail(err)
     amp_advice(config.amp, device, PROG)

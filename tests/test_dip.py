@@ -301,10 +301,12 @@ def test_adam_gets_the_weight_decay_reg_over_s_squared(tmp_path):
 
 
 def test_a_fit_killed_midway_resumes_to_the_uninterrupted_result(run_a, tmp_path):
+    # Started with a cap of 100 and resumed with 150: a larger cap continues the fits exactly.
     cmd = [sys.executable, "deep_image_prior.py", *TINY, *SEEDS, "--output-dir", str(tmp_path)]
-    run = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    run = subprocess.Popen([*cmd, "--iterations", "100"], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
     for line in run.stdout:
-        if "iteration 10/150" in line:
+        if "iteration 10/100" in line:
             run.send_signal(signal.SIGTERM)
             break
     assert "seed=0 s=1 reg=0: stopped after iteration" in run.stdout.read()
@@ -332,6 +334,11 @@ def test_a_state_of_other_values_is_an_error_and_fresh_starts_over(run_a, tmp_pa
         main([*TINY, "--lr", "0.02", "--output-dir", str(tmp_path / "run")])
     assert exit.value.code == 2
     assert "was made with lr = 0.001, this command has 0.02; use --fresh" in capsys.readouterr().err
+    # A cap below what a fit has run is refused, before anything is fitted.
+    with pytest.raises(SystemExit) as exit:
+        main([*TINY, "--iterations", "100", "--output-dir", str(tmp_path / "run")])
+    assert exit.value.code == 2
+    assert "has run 150 iterations, more than --iterations 100; use --fresh" in capsys.readouterr().err
     main([*TINY, "--lr", "0.02", "--scalings", "1", "--iterations", "5", "--checkpoint-every", "5", "--fresh",
           "--output-dir", str(tmp_path / "run")])
     assert len(curve(tmp_path / "run", 1)) == 5
