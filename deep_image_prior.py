@@ -74,7 +74,7 @@ class Config:
     # that seed and s as many iterations, so the final outputs of one s compare. metrics_summary.csv's column
     # `end` says per fit whether its PSNR fell that far, had peaked, or was still rising at its last iteration.
     iterations: int = 3000  # the most Adam steps per fit (DIP: 3000)
-    stop_drop: float = 0.5  # dB below its best PSNR at which a reg 0 fit ends, and its seed and s with it (0: never)
+    stop_drop: float = 0.5  # dB under its best PSNR that ends a reg 0 fit and its seed and s's reg > 0 fits (0: off)
     # Weight decay acts here through the convolutions before each BatchNorm, whose scale the output ignores: it
     # shrinks them, and Adam's fixed step size then turns them ever faster; what counts is about lr * reg. At s = 1
     # DIP's lr 0.01 with reg 1e-3 makes the fit spike (PSNR falls of up to 5.2 dB in 50 iterations, five loss
