@@ -104,12 +104,12 @@ PRESETS = {
     ),
 }
 
-# Fields a rerun may change without starting the fits over: which fits run, where, how often they save.
-RESUMABLE_CHANGES = ("scalings", "weight_decays", "checkpoint_every", "output_dir", "device")
+# Fields a rerun may change without starting the fits over: which fits run, where, how often they save; the
+# figures' cut (evaluation only); the cap --iterations (a larger one continues the fits that reached the old one,
+# exactly: nothing in a fit's course depends on its length; a smaller one is refused by check_length).
+RESUMABLE_CHANGES = ("scalings", "weight_decays", "checkpoint_every", "output_dir", "device", "cut_height",
+                     "iterations")
 PROG = "deep_image_prior.py"
-RESUMABLE_CHANGES += ("cut_height",)  # the figures' cut: evaluation only
-# A larger cap continues the fits that reached the old one, exactly: nothing in a fit's course depends on its length.
-RESUMABLE_CHANGES += ("iterations",)
 
 # ----------------------------------------------------------------------------------------------
 # Command line: one flag per Config field, its help the field's comment above.

@@ -69,7 +69,7 @@ def observed():
 
 
 def test_speed_and_schedule_options_change_what_they_should(tmp_path):
-    # --amp runs a handful of steps only: on CPUs without native bfloat16 (AVX2) it is ~100x slower.
+    # --amp runs a handful of steps only: on CPUs without native bfloat16 (AVX2) it is ~125x slower.
     argv = [*TINY, "--scalings", "1", "--weight-decays", "0", "--epochs", "2"]  # 4 steps
     with observed() as plain:
         main([*argv, "--out-dir", str(tmp_path / "plain")])
