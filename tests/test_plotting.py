@@ -60,3 +60,16 @@ def test_the_note_on_missing_medians_stands_above_the_axes(kept):
     (note,) = ax.findobj(lambda artist: isinstance(artist, Text) and artist.get_text() == words)
     assert note.get_window_extent().y0 >= ax.get_window_extent().y1  # above the axes, where no line runs
     CLOSE(fig)
+
+
+def test_a_summary_with_zoom_starts_draws_both_starts_at_their_own_values(tmp_path, kept):
+    def row(s, reg, init, width):
+        values = dict(jump_ratio=1 / width, rise_width_px=width * s, rise_width_phys=width, psnr_interior=20 + width)
+        return dict(scaling=s, reg=reg, init=init, **values, **{f"{k}_{end}": v for k, v in values.items()
+                                                                 for end in ("low", "high")})
+    summary = [row(1, 0.0, "scratch", 1.0), row(2, 0.0, "scratch", 2.0), row(2, 0.0, "zoom", 3.0),
+               row(3, 0.0, "scratch", 4.0), row(3, 0.0, "zoom", 5.0)]
+    plotting.regularity_figure(tmp_path / "r.png", summary, "title", "caption")
+    widths = kept[0].axes[2]  # rise width in image widths against s
+    drawn = {bars.get_label(): list(bars.lines[0].get_ydata()) for bars in widths.containers}
+    assert drawn == {"reg = 0, scratch start": [1.0, 2.0, 4.0], "reg = 0, zoom start": [3.0, 5.0]}

@@ -107,7 +107,8 @@ REFERENCES = {GROUND_TRUTH: ("ground truth", dict(color="k", linestyle="--")),
 def regularity_figure(path, summary, title, caption):
     """Medians with their 95% intervals (metrics_summary.csv's rows) against s and, at s = 1, against reg.
 
-    Top: jump ratio, rise width in pixels and in units of the image width against s, a line per reg.
+    Top: jump ratio, rise width in pixels and in units of the image width against s, a line per reg and, where
+    the summary has both, per start (scratch solid, zoom dash-dotted, one colour per reg).
     Bottom, at s = 1: jump ratio, physical rise width and interior PSNR against reg. The ground truth and
     the noisy input are drawn as references; an infinite median (the rise never completes in the row)
     is left out and the panel says so; the legends list only what has points.
@@ -117,12 +118,16 @@ def regularity_figure(path, summary, title, caption):
     bottom = [("jump_ratio", "jump ratio"), ("rise_width_phys", "rise width 10-90% (image widths)"),
               ("psnr_interior", "PSNR, interior (dB)")]
     scalings = sorted({r["scaling"] for r in summary})
-    regs = sorted({r["reg"] for r in summary if r["reg"] not in REFERENCES})
+    lines = sorted({(r["reg"], r.get("init") or "") for r in summary if r["reg"] not in REFERENCES})
+    regs = sorted({reg for reg, _ in lines})
+    several_inits = len({init for _, init in lines}) > 1
     regs_s1 = sorted({r["reg"] for r in summary if r["reg"] not in REFERENCES and r["scaling"] == 1})
     fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
     for ax, (key, label) in zip(axes[0], top, strict=True):
-        for reg in regs:
-            _interval_line(ax, [(s, _row(summary, s, reg)) for s in scalings], key, f"reg = {reg:g}", dict(marker="o"))
+        for reg, init in lines:
+            name = f"reg = {reg:g}" + (f", {init} start" if several_inits else "")
+            style = dict(marker="o", color=f"C{regs.index(reg)}", linestyle="-." if init == "zoom" else "-")
+            _interval_line(ax, [(s, _row(summary, s, reg, init)) for s in scalings], key, name, style)
         for ref, (name, style) in REFERENCES.items():
             _interval_line(ax, [(s, _row(summary, s, ref)) for s in scalings], key, name, dict(style, marker="."))
         ax.set_xticks(scalings)
@@ -142,8 +147,10 @@ def regularity_figure(path, summary, title, caption):
     _save(fig, path, title, caption, left=0.8, right=0.2, bottom=0.55, wspace=0.32, hspace=0.38)
 
 
-def _row(summary, scaling, reg):
-    return next((r for r in summary if r["scaling"] == scaling and r["reg"] == reg), None)
+def _row(summary, scaling, reg, init=None):
+    """The summary row of (s, reg) and, where given, init ("scratch" or "zoom"; a reference row has none)."""
+    return next((r for r in summary if r["scaling"] == scaling and r["reg"] == reg
+                 and (init is None or (r.get("init") or "") == init)), None)
 
 
 def _interval_line(ax, points, key, label, style):
