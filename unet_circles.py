@@ -182,12 +182,19 @@ def config_from_args(args):
 
 def train_command(config_paths, output_dir):
     """The command line that trains the models of these configs (.json, as announce writes them) into output_dir:
-    the preset closest to their values and a flag for each value that changes the weights and differs from it."""
-    records = [read_config(path) for path in config_paths]
-    table = {}  # reg values per s, as the configs have them
-    for record in records:
-        table.setdefault(record["scaling"], []).append(record["reg"])
+    per run (the configs that share every value that changes the weights, --init and --epochs included) the preset
+    closest to its values, a flag for each value that differs from it, and --scalings, --weight-decays and --seeds
+    where the preset's do not name its models. Runs from scratch come first: a zoom start needs their s = 1 models."""
+    runs = {}  # the configs of one run, keyed by its values
+    for record in map(read_config, config_paths):
+        values = {name: record.get(name, DEFAULTS[name]) for name in DEFAULTS if name not in RESUMABLE_CHANGES}
+        runs.setdefault(json.dumps(values, sort_keys=True), []).append(record)
+    ordered = sorted(runs.values(), key=lambda records: records[0].get("init", "scratch") != "scratch")
+    return "; python ".join(_run_command(records, output_dir) for records in ordered)
 
+
+def _run_command(records, output_dir):
+    """train_command for the configs of one run."""
     def differing(preset):
         values = json.loads(json.dumps(asdict(preset_config(preset))))  # as a .json holds them
         record = dict(values, **records[0])  # a field newer than the run: the preset's value
@@ -202,14 +209,25 @@ def train_command(config_paths, output_dir):
             flags.append(flag if value else flag.replace("--", "--no-", 1))
         else:
             flags.append(f"{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}")
-    preset_table = preset_config(preset).weight_decays
-    if {s: sorted(regs) for s, regs in table.items()} == {s: sorted(regs) for s, regs in preset_table.items()}:
+    regs_of = {}  # (s, seed) -> the reg values trained
+    for record in records:
+        regs_of.setdefault((record["scaling"], record.get("seed", 0)), []).append(record["reg"])
+    table = {}  # s -> {reg values: the seeds that trained exactly those at s}
+    for (s, seed), regs in sorted(regs_of.items()):
+        seeds = table.setdefault(s, {})
+        seeds[tuple(sorted(regs))] = seeds.get(tuple(sorted(regs)), ()) + (seed,)
+    shown = preset_config(preset)
+    if table == {s: {tuple(sorted(regs)): tuple(sorted(shown.seeds))} for s, regs in shown.weight_decays.items()}:
         return f"{PROG} {' '.join(flags)} --output-dir {output_dir}"  # the preset's models
-    commands = []  # one per set of scalings that share their reg values (--weight-decays is one list for all s)
-    for regs in dict.fromkeys(tuple(sorted(regs)) for regs in table.values()):
-        scalings = " ".join(str(s) for s in sorted(table) if tuple(sorted(table[s])) == regs)
-        commands.append(f"{PROG} {' '.join(flags)} --scalings {scalings} --weight-decays {' '.join(map(str, regs))} "
-                        f"--output-dir {output_dir}")
+    scalings_of = {}  # (reg values, seeds) -> the scalings that trained those: one command each
+    for s, pairs in table.items():
+        for pair in pairs.items():
+            scalings_of.setdefault(pair, []).append(s)
+    commands = []
+    for (regs, seeds), scalings in scalings_of.items():
+        seeds_flag = "" if seeds == tuple(sorted(shown.seeds)) else f"--seeds {' '.join(map(str, seeds))} "
+        commands.append(f"{PROG} {' '.join(flags)} --scalings {' '.join(map(str, scalings))} --weight-decays "
+                        f"{' '.join(map(str, regs))} {seeds_flag}--output-dir {output_dir}")
     return "; python ".join(commands)
 
 

@@ -232,3 +232,35 @@ def test_the_psnr_gain_over_the_input_is_paired_image_by_image():
     assert row["psnr_interior_gain_low"] == pytest.approx(row["psnr_interior_gain_high"])
     assert row["offset_flat"] == pytest.approx(0.05) and row["mse_band"] == pytest.approx(0.05**2)
     assert "psnr_interior_gain" not in set_summary(outputs, truths, 1)
+
+
+def test_the_command_for_a_study_folder_without_weights_trains_exactly_its_models(tmp_path):
+    """s = 1 from scratch over seeds 0-2, s = 2, 3 from scratch over seeds 0, 1 and zoom starts over 0-2 at fewer
+    epochs, as data/weights/study holds them: each command of train_command, parsed as the trainer parses it,
+    trains the models of one of these runs and nothing else, the runs from scratch first."""
+    out = str(tmp_path / "study")
+    scratch = config_of("--preset", "quick", "--output-dir", out)
+    zoom = config_of("--preset", "quick", "--output-dir", out, "--init", "zoom", "--epochs", "6", "--lr", "0.001")
+    regs = (0.0, 0.001, 0.01)
+    runs = [(scratch, [1], (0, 1, 2)), (scratch, [2, 3], (0, 1)), (zoom, [2, 3], (0, 1, 2))]
+    wanted = {json.dumps(trainer.config_record(config, s, reg, seed), sort_keys=True)
+              for config, scalings, seeds in runs for s in scalings for reg in regs for seed in seeds}
+    paths = []
+    for k, record in enumerate(sorted(wanted, reverse=True)):  # the zoom starts' configs first
+        paths.append(tmp_path / f"{k}.json")
+        paths[-1].write_text(record)
+    commands = trainer.train_command(paths, out).split("; python ")
+    assert len(commands) == 3 and "--init zoom" in commands[-1]
+
+    def trains(command):
+        config = config_of(*command.removeprefix("unet_circles.py ").split())
+        return {json.dumps(trainer.config_record(config, s, reg, seed), sort_keys=True)
+                for s, reg, seed, _ in trainer.models(config)}
+
+    def same_model(record):  # every value that changes the weights, and which model it is
+        values = json.loads(record)
+        return json.dumps({k: v for k, v in values.items() if k not in trainer.RESUMABLE_CHANGES}, sort_keys=True)
+
+    made = [set(map(same_model, trains(command))) for command in commands]
+    assert sum(map(len, made)) == len(wanted) == 1 * 3 * 3 + 2 * 3 * 2 + 2 * 3 * 3
+    assert set().union(*made) == set(map(same_model, wanted))
