@@ -353,7 +353,7 @@ def test_every_field_has_a_flag_and_the_presets_differ_where_they_say():
     assert set(field_help(Config)) == {f.name for f in Config.__dataclass_fields__.values()}
     quick = config_of("--preset", "quick")
     assert (quick.size_orig, quick.width, quick.depth, quick.output_dir) == (64, 16, 3, "data/results/dip/quick")
-    assert (quick.seeds, quick.iterations, quick.stop_drop, quick.weight_decays) == ((0, 1, 2), 1800, 0.5, (0, 1e-2))
+    assert (quick.seeds, quick.iterations, quick.stop_drop, quick.weight_decays) == ((0, 1, 2, 3), 3000, 0.5, (0, 1e-2))
     assert config_of("--preset", "quick", "--weight-decays", "0", "1e-3").weight_decays == (0.0, 1e-3)
     paper = config_of()
     assert paper.iterations == 3000 and paper.lr == 0.001 and paper.input_noise == pytest.approx(1 / 30)
