@@ -566,8 +566,10 @@ def test_ctrl_c_is_one_line_and_exit_status_130(tmp_path):
     write_run(config, all_models(config))
     command = [sys.executable, str(ROOT / "evaluate_unet.py"), "--weights-dir", config.out_dir, "--output-dir",
                str(tmp_path / "out"), "--n-test", "2000", "--device", "cpu"]
+    # SIGINT as a terminal leaves it, also where the suite was started in the background (`cmd &` ignores it)
     run = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in run.stdout:
         if "images in" in line:  # the first model is done, six more to go
             run.send_signal(signal.SIGINT)
