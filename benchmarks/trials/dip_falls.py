@@ -6,30 +6,25 @@ about 0.1 dB per 50 iterations once they fit the noise) and the deepest fall bel
 """
 
 import csv
-import re
+import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from dip_weight_decay_trial import fastest_fall  # this folder's: the measure of the lr 0.001 choice
 
 WINDOW, AFTER = 50, 200
 
 
-def falls(psnrs):
-    """(fastest fall within WINDOW iterations after AFTER, deepest fall) below the running best, in dB."""
-    below = np.maximum.accumulate(psnrs) - psnrs
-    fastest = max((below[i] - below[i - WINDOW] for i in range(AFTER + WINDOW, len(psnrs))), default=0.0)
-    return fastest, below.max()
-
-
 def main(folder):
     table = defaultdict(list)  # (s, reg) -> (seed, iterations, fastest, deepest)
-    for path in sorted(Path(folder, "fits").glob("scaling_*.csv")):
-        s, reg, seed = re.fullmatch(r"scaling_(\d+)_reg_(.+?)(?:_seed_(\d+))?\.csv", path.name).groups()
-        with open(path, newline="") as file:
+    for config in sorted(Path(folder, "fits").glob("*.json")):  # a fit's config (fit_config) beside its curve
+        fit = json.loads(config.read_text())
+        with open(config.with_suffix(".csv"), newline="") as file:
             psnrs = np.array([float(row["psnr"]) for row in csv.DictReader(file)])
-        table[int(s), float(reg)].append((int(seed or 0), len(psnrs), *falls(psnrs)))
+        deepest = (np.maximum.accumulate(psnrs) - psnrs).max()
+        table[fit["scaling"], fit["reg"]].append((fit["seed"], len(psnrs), fastest_fall(psnrs, WINDOW, AFTER), deepest))
     print(f"{folder}: per seed, fastest fall in {WINDOW} iterations after {AFTER} / deepest fall below the "
           "running best")
     for (s, reg), fits in sorted(table.items()):
