@@ -39,7 +39,7 @@ from utils.config import ConfigError, Parser, add_config_flags, check_limits, ch
 from utils.device import DeviceError, amp_advice, autocast, pick_device
 from utils.files import write_text_atomic
 from utils.progress import progress
-from utils.runs import weight_decay
+from utils.runs import seed_suffix, weight_decay
 from utils.seeds import generator, seed_of
 from utils.stopping import stop_on_signals
 from utils.weights import CheckpointError, load_checkpoint, save_atomic
@@ -235,11 +235,6 @@ def all_fits(config):
     reg 0 first, since with stop_drop the others run as many iterations as it did."""
     regs = sorted(config.weight_decays, key=lambda reg: reg != 0)
     return [Fit(seed, s, reg) for seed in config.seeds for s in config.scalings for reg in regs]
-
-
-def seed_suffix(seed):
-    """What a seed adds to a file name or an array key: nothing for seed 0, so a one-seed run keeps the plain names."""
-    return f"_seed_{seed}" if seed else ""
 
 
 def fit_path(config, fit, suffix):

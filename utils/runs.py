@@ -34,6 +34,12 @@ def checkpoint_name(size_orig, scaling, reg, n_epochs):
 INITS = ("scratch", "zoom")  # a seeded random initialisation, or the run's s = 1 model zoomed to s (unet_circles.py)
 
 
+def seed_suffix(seed):
+    """What a training seed adds to a file name or an array key: nothing for seed 0, so a one-seed run keeps the
+    plain names (the authors' for the U-net)."""
+    return f"_seed_{seed}" if seed else ""
+
+
 @dataclass(frozen=True)
 class ModelFiles:
     """The files of one model (scaling, reg, init, seed) in a run folder; epochs is the final epoch."""
@@ -49,7 +55,7 @@ class ModelFiles:
     @property
     def stem(self):
         authors = checkpoint_name(self.size_orig, self.scaling, self.reg, 0).removesuffix("_n_epochs_0.pt")
-        return authors + ("_init_zoom" if self.init == "zoom" else "") + (f"_seed_{self.seed}" if self.seed else "")
+        return authors + ("_init_zoom" if self.init == "zoom" else "") + seed_suffix(self.seed)
 
     def weights(self, epoch=None):
         """The weights after `epoch` epochs (default: the final ones)."""
